@@ -1,0 +1,244 @@
+//! The doorbell button: backends that report presses, and the filter that turns a noisy
+//! stream of presses into a bounded number of rings.
+//!
+//! Backends (`rppal` for a real pin, `simulated` for laptops and tests) push raw presses
+//! into a bounded channel with `try_send`, so an interrupt callback never blocks. The
+//! `run` task applies a software debounce and a token-bucket rate limit and hands accepted
+//! presses to the ring pipeline; every press that does not become a ring is counted.
+
+mod rppal_pin;
+mod simulated;
+
+pub use rppal_pin::RppalButton;
+pub use simulated::{SimulatedButton, Simulator};
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use crate::config::{GpioBackend, GpioConfig};
+use crate::metrics::Metrics;
+use crate::shutdown::Shutdown;
+
+/// Raw presses buffered between a backend and the filter.
+pub const RAW_QUEUE: usize = 64;
+
+/// Where a press came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// The physical button.
+    Button,
+    /// `POST /simulate/press` or `doorbell-agent press`.
+    Simulated,
+}
+
+impl Trigger {
+    /// Label used in metrics and ring events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Button => "button",
+            Trigger::Simulated => "simulated",
+        }
+    }
+}
+
+/// One press of the button.
+#[derive(Debug, Clone, Copy)]
+pub struct Press {
+    /// Source of the press.
+    pub trigger: Trigger,
+    /// Monotonic time of the press, for latency and debounce.
+    pub at: Instant,
+    /// Wall-clock time of the press, Unix ms.
+    pub ts_ms: u64,
+}
+
+/// Button backend failures.
+#[derive(Debug, thiserror::Error)]
+pub enum GpioError {
+    /// The GPIO character device or pin cannot be used.
+    #[error("GPIO pin {pin}: {reason}")]
+    Pin {
+        /// BCM pin.
+        pin: u8,
+        /// What went wrong, with a hint.
+        reason: String,
+    },
+}
+
+/// A button backend.
+pub trait Button: Send {
+    /// Starts delivering presses into `sink`; the backend stays live while `self` lives.
+    fn start(&mut self, sink: PressSink) -> Result<(), GpioError>;
+    /// One line for logs and /status, e.g. `rppal BCM 17 (pull-up, active-low)`.
+    fn describe(&self) -> String;
+}
+
+/// Non-blocking sender of raw presses, safe to call from an interrupt thread.
+#[derive(Debug, Clone)]
+pub struct PressSink {
+    tx: mpsc::Sender<Press>,
+    metrics: Arc<Metrics>,
+}
+
+impl PressSink {
+    /// Creates a sink and the receiver the filter task reads.
+    pub fn channel(metrics: Arc<Metrics>) -> (PressSink, mpsc::Receiver<Press>) {
+        let (tx, rx) = mpsc::channel(RAW_QUEUE);
+        (PressSink { tx, metrics }, rx)
+    }
+
+    /// Reports a press now; never blocks. False when the press had to be dropped.
+    pub fn press(&self, trigger: Trigger) -> bool {
+        self.metrics.presses.inc(&[trigger.as_str()]);
+        let press = Press {
+            trigger,
+            at: Instant::now(),
+            ts_ms: crate::time::now_ms(),
+        };
+        match self.tx.try_send(press) {
+            Ok(()) => true,
+            Err(_) => {
+                self.metrics.presses_dropped.inc(&["queue_full"]);
+                false
+            }
+        }
+    }
+}
+
+/// Builds the configured backend; the simulator handle exists only for `simulated`.
+pub fn backend(cfg: &GpioConfig) -> (Box<dyn Button>, Option<Simulator>) {
+    match cfg.backend {
+        GpioBackend::Rppal => (Box::new(RppalButton::new(cfg.clone())), None),
+        GpioBackend::Simulated => {
+            let (button, simulator) = SimulatedButton::new();
+            (Box::new(button), Some(simulator))
+        }
+    }
+}
+
+/// Why a press did not become a ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejected {
+    /// Within the debounce window of the previous press.
+    Debounce,
+    /// The rate limit's tokens are spent.
+    RateLimit,
+}
+
+/// Software debounce plus a token-bucket rate limit.
+#[derive(Debug)]
+pub struct PressFilter {
+    debounce: Duration,
+    burst: f64,
+    per_second: f64,
+    tokens: f64,
+    last_press: Option<Instant>,
+    last_refill: Option<Instant>,
+}
+
+impl PressFilter {
+    /// A filter from the `[gpio]` settings.
+    pub fn new(cfg: &GpioConfig) -> Self {
+        PressFilter {
+            debounce: cfg.debounce,
+            burst: cfg.burst as f64,
+            per_second: cfg.rings_per_minute as f64 / 60.0,
+            tokens: cfg.burst as f64,
+            last_press: None,
+            last_refill: None,
+        }
+    }
+
+    /// Decides whether a press at `at` becomes a ring.
+    pub fn admit(&mut self, at: Instant) -> Result<(), Rejected> {
+        // Measured from the previous edge, so a whole bounce train counts as one press.
+        let bounced = self.last_press.is_some_and(|p| at.saturating_duration_since(p) < self.debounce);
+        self.last_press = Some(at);
+        if bounced {
+            return Err(Rejected::Debounce);
+        }
+        if let Some(last) = self.last_refill {
+            let refill = at.saturating_duration_since(last).as_secs_f64() * self.per_second;
+            self.tokens = (self.tokens + refill).min(self.burst);
+        }
+        self.last_refill = Some(at);
+        if self.tokens < 1.0 {
+            return Err(Rejected::RateLimit);
+        }
+        self.tokens -= 1.0;
+        Ok(())
+    }
+}
+
+/// Filters raw presses into rings until shutdown or until every sink is gone.
+pub async fn run(
+    mut raw: mpsc::Receiver<Press>,
+    rings: mpsc::Sender<Press>,
+    mut filter: PressFilter,
+    metrics: Arc<Metrics>,
+    mut shutdown: Shutdown,
+) {
+    loop {
+        let press = tokio::select! {
+            _ = shutdown.recv() => break,
+            press = raw.recv() => match press {
+                Some(p) => p,
+                None => break,
+            },
+        };
+        match filter.admit(press.at) {
+            Err(Rejected::Debounce) => metrics.presses_dropped.inc(&["debounce"]),
+            Err(Rejected::RateLimit) => metrics.presses_dropped.inc(&["rate_limit"]),
+            Ok(()) => {
+                if rings.try_send(press).is_err() {
+                    metrics.presses_dropped.inc(&["busy"]);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filter(debounce_ms: u64, burst: u32, per_minute: u32) -> PressFilter {
+        PressFilter::new(&GpioConfig {
+            debounce: Duration::from_millis(debounce_ms),
+            burst,
+            rings_per_minute: per_minute,
+            ..GpioConfig::default()
+        })
+    }
+
+    #[test]
+    fn bounce_train_is_one_press() {
+        let mut f = filter(50, 3, 12);
+        let t0 = Instant::now();
+        assert_eq!(f.admit(t0), Ok(()));
+        for i in 1..20 {
+            assert_eq!(f.admit(t0 + Duration::from_millis(i * 2)), Err(Rejected::Debounce));
+        }
+        assert_eq!(f.admit(t0 + Duration::from_millis(38 + 60)), Ok(()));
+    }
+
+    #[test]
+    fn storm_of_1000_presses_in_a_second_is_bounded() {
+        // Presses 1 ms apart with no debounce: only the burst gets through, plus the refill.
+        let mut f = filter(0, 3, 12);
+        let t0 = Instant::now();
+        let admitted = (0..1000).filter(|i| f.admit(t0 + Duration::from_millis(*i)).is_ok()).count();
+        assert_eq!(admitted, 3);
+    }
+
+    #[test]
+    fn tokens_refill_over_time() {
+        let mut f = filter(0, 1, 60);
+        let t0 = Instant::now();
+        assert_eq!(f.admit(t0), Ok(()));
+        assert_eq!(f.admit(t0 + Duration::from_millis(500)), Err(Rejected::RateLimit));
+        assert_eq!(f.admit(t0 + Duration::from_millis(1600)), Ok(()));
+    }
+}

@@ -1,0 +1,463 @@
+//! Durable store on sled: ring events, alerts, a meta tree and the MQTT outbox.
+//!
+//! "Stored" means flushed: every write method returns only after `flush()`, so nothing is
+//! reported as stored before it is on disk. The store is bounded (record counts and a size
+//! budget); pruning drops the oldest rings and the cleared, lowest-severity alerts first.
+//! A database that cannot be opened is moved aside and replaced by a fresh one; the caller
+//! raises the critical `store_reset` alert.
+
+mod records;
+
+pub use records::{AlertState, AlertV1, DecodeError, OutboxV1, Record, RingResult, RingV1, StageMs};
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::config::StoreConfig;
+use crate::health::{Board, Importance};
+use crate::shutdown::Shutdown;
+use crate::metrics::Metrics;
+
+const RING_SEQ: &[u8] = b"ring_seq";
+
+/// Store failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process holds the data directory.
+    #[error("data directory {0} is in use by another doorbell-agent process")]
+    Locked(PathBuf),
+    /// The data directory cannot be created or written.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// sled failed.
+    #[error("store: {0}")]
+    Sled(#[from] sled::Error),
+}
+
+/// The database was unreadable and has been replaced.
+#[derive(Debug, Clone)]
+pub struct Reset {
+    /// Where the unreadable database was moved (kept for forensics, never deleted).
+    pub moved_to: PathBuf,
+    /// Why it could not be opened.
+    pub reason: String,
+}
+
+/// What a pruning pass removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Ring events removed.
+    pub rings: usize,
+    /// Alerts removed.
+    pub alerts: usize,
+}
+
+/// Handle on the open store; cheap to clone, safe to share between threads.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    rings: sled::Tree,
+    alerts: sled::Tree,
+    meta: sled::Tree,
+    outbox: sled::Tree,
+    limits: StoreConfig,
+    metrics: Arc<Metrics>,
+    // The last write failure, until a write succeeds again (feeds the `store` check).
+    write_error: Arc<Mutex<Option<String>>>,
+    // Held for the life of the store: one agent per data directory.
+    _lock: Arc<File>,
+}
+
+impl Store {
+    /// Opens (or creates) the store under `data_dir`, replacing an unreadable database.
+    pub fn open(data_dir: &Path, limits: &StoreConfig, metrics: Arc<Metrics>) -> Result<(Store, Option<Reset>), StoreError> {
+        let dir_err = |source| StoreError::DataDir {
+            path: data_dir.to_path_buf(),
+            source,
+        };
+        std::fs::create_dir_all(data_dir).map_err(dir_err)?;
+        let lock = lock_dir(data_dir)?;
+        let db_path = data_dir.join("db");
+        let (db, reset) = match open_db(&db_path, limits) {
+            Ok(db) => (db, None),
+            Err(e) if !is_unreadable(&e) => return Err(e.into()),
+            Err(e) => {
+                let moved_to = data_dir.join(format!("db.unreadable-{}", crate::time::now_ms()));
+                log::error!("store at {} cannot be opened ({e}); moving it to {} and starting fresh", db_path.display(), moved_to.display());
+                std::fs::rename(&db_path, &moved_to).map_err(dir_err)?;
+                let db = open_db(&db_path, limits)?;
+                (db, Some(Reset { moved_to, reason: e.to_string() }))
+            }
+        };
+        let store = Store {
+            rings: db.open_tree("rings")?,
+            alerts: db.open_tree("alerts")?,
+            meta: db.open_tree("meta")?,
+            outbox: db.open_tree("outbox")?,
+            db,
+            limits: limits.clone(),
+            metrics,
+            write_error: Arc::new(Mutex::new(None)),
+            _lock: Arc::new(lock),
+        };
+        store.update_gauges();
+        Ok((store, reset))
+    }
+
+    /// Makes every write so far durable.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.write(|| self.db.flush().map(drop))
+    }
+
+    /// Runs a write (ending in a flush where it must be durable) and remembers whether the
+    /// store is currently writable.
+    fn write<T>(&self, f: impl FnOnce() -> sled::Result<T>) -> Result<T, StoreError> {
+        let result = f();
+        let mut last = self.write_error.lock().unwrap_or_else(|p| p.into_inner());
+        *last = result.as_ref().err().map(|e| e.to_string());
+        Ok(result?)
+    }
+
+    /// The last write failure, if the store has not been written successfully since.
+    pub fn write_error(&self) -> Option<String> {
+        self.write_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn decode(&self, bytes: &[u8]) -> Option<Record> {
+        match Record::decode(bytes) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                let reason = match e {
+                    DecodeError::Corrupt(_) => "corrupt",
+                    DecodeError::NewerVersion => "newer_version",
+                };
+                self.metrics.store_skipped.inc(&[reason]);
+                None
+            }
+        }
+    }
+
+    /// The sequence number of the newest stored ring (0 when none).
+    pub fn last_ring_seq(&self) -> u64 {
+        let from_meta = self.meta.get(RING_SEQ).ok().flatten().and_then(|v| match self.decode(&v) {
+            Some(Record::CounterV1(n)) => Some(n),
+            _ => None,
+        });
+        let from_tree = self.rings.last().ok().flatten().map(|(k, _)| key_u64(&k));
+        from_meta.unwrap_or(0).max(from_tree.unwrap_or(0))
+    }
+
+    /// Stores a ring event durably.
+    pub fn put_ring(&self, ring: &RingV1) -> Result<(), StoreError> {
+        self.write(|| {
+            self.meta.insert(RING_SEQ, Record::CounterV1(ring.seq).encode())?;
+            self.rings.insert(ring.seq.to_be_bytes(), Record::RingV1(ring.clone()).encode())?;
+            self.db.flush().map(drop)
+        })
+    }
+
+    /// The newest ring events, newest first.
+    pub fn rings(&self, limit: usize) -> Vec<RingV1> {
+        self.rings
+            .iter()
+            .rev()
+            .filter_map(|kv| kv.ok())
+            .filter_map(|(_, v)| match self.decode(&v) {
+                Some(Record::RingV1(r)) => Some(r),
+                _ => None,
+            })
+            .take(limit)
+            .collect()
+    }
+
+    /// Stores a new alert durably; returns its store key for later updates.
+    pub fn insert_alert(&self, alert: &AlertV1) -> Result<u64, StoreError> {
+        let key = self.write(|| self.db.generate_id())?;
+        self.update_alert(key, alert)?;
+        Ok(key)
+    }
+
+    /// Replaces a stored alert durably (a lifecycle transition).
+    pub fn update_alert(&self, key: u64, alert: &AlertV1) -> Result<(), StoreError> {
+        self.write(|| {
+            self.alerts.insert(key.to_be_bytes(), Record::AlertV1(alert.clone()).encode())?;
+            self.db.flush().map(drop)
+        })
+    }
+
+    /// Alerts with their store keys, newest first.
+    pub fn alerts(&self, active_only: bool, limit: usize) -> Vec<(u64, AlertV1)> {
+        self.alerts
+            .iter()
+            .rev()
+            .filter_map(|kv| kv.ok())
+            .filter_map(|(k, v)| match self.decode(&v) {
+                Some(Record::AlertV1(a)) if !active_only || a.is_active() => Some((key_u64(&k), a)),
+                _ => None,
+            })
+            .take(limit)
+            .collect()
+    }
+
+    /// Queues a ready-to-send message durably; returns its key (send order).
+    pub fn outbox_push(&self, message: &OutboxV1) -> Result<u64, StoreError> {
+        self.write(|| {
+            let key = self.db.generate_id()?;
+            self.outbox.insert(key.to_be_bytes(), Record::OutboxV1(message.clone()).encode())?;
+            self.db.flush()?;
+            Ok(key)
+        })
+    }
+
+    /// The oldest queued messages in send order.
+    pub fn outbox_peek(&self, limit: usize) -> Vec<(u64, OutboxV1)> {
+        self.outbox
+            .iter()
+            .filter_map(|kv| kv.ok())
+            .filter_map(|(k, v)| match self.decode(&v) {
+                Some(Record::OutboxV1(m)) => Some((key_u64(&k), m)),
+                _ => None,
+            })
+            .take(limit)
+            .collect()
+    }
+
+    /// Removes a message once the broker has acknowledged it.
+    pub fn outbox_remove(&self, key: u64) -> Result<(), StoreError> {
+        self.write(|| {
+            self.outbox.remove(key.to_be_bytes())?;
+            self.db.flush().map(drop)
+        })
+    }
+
+    /// Number of (rings, alerts, outbox) records.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        (self.rings.len(), self.alerts.len(), self.outbox.len())
+    }
+
+    /// On-disk size in bytes.
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+
+    /// Brings the store back within its bounds.
+    pub fn prune(&self) -> Result<Pruned, StoreError> {
+        let over_budget = self.size_on_disk() > self.limits.max_size_mib * 1024 * 1024;
+        // Over the size budget, keep only three quarters of the ring allowance this pass.
+        let max_rings = if over_budget { self.limits.max_rings * 3 / 4 } else { self.limits.max_rings };
+        let mut pruned = Pruned::default();
+        let excess = self.rings.len().saturating_sub(max_rings);
+        for kv in self.rings.iter().take(excess) {
+            let (k, _) = kv?;
+            self.rings.remove(k)?;
+            pruned.rings += 1;
+        }
+
+        let excess = self.alerts.len().saturating_sub(self.limits.max_alerts);
+        if excess > 0 {
+            // Cleared before active, lowest severity before highest, oldest before newest.
+            // Records of a newer version are never candidates: they are not ours to drop.
+            let mut candidates: Vec<(bool, crate::config::Severity, u64)> = self
+                .alerts
+                .iter()
+                .filter_map(|kv| kv.ok())
+                .filter_map(|(k, v)| match Record::decode(&v) {
+                    Ok(Record::AlertV1(a)) => Some((a.is_active(), a.severity, key_u64(&k))),
+                    Err(DecodeError::Corrupt(_)) => Some((false, crate::config::Severity::Warning, key_u64(&k))),
+                    _ => None,
+                })
+                .collect();
+            candidates.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2)));
+            for (_, _, key) in candidates.into_iter().take(excess) {
+                self.alerts.remove(key.to_be_bytes())?;
+                pruned.alerts += 1;
+            }
+        }
+        if pruned != Pruned::default() {
+            self.flush()?;
+            self.metrics.store_pruned.add(&["rings"], pruned.rings as f64);
+            self.metrics.store_pruned.add(&["alerts"], pruned.alerts as f64);
+        }
+        self.update_gauges();
+        Ok(pruned)
+    }
+
+    /// Refreshes the store size and record gauges.
+    pub fn update_gauges(&self) {
+        let (rings, alerts, outbox) = self.counts();
+        self.metrics.store_records.set(&["rings"], rings as f64);
+        self.metrics.store_records.set(&["alerts"], alerts as f64);
+        self.metrics.store_records.set(&["outbox"], outbox as f64);
+        self.metrics.store_bytes.set(&[], self.size_on_disk() as f64);
+    }
+}
+
+/// How often the store's gauges and health check are refreshed between pruning passes.
+const GAUGE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Periodic maintenance: refreshes gauges and the `store` check, prunes every `interval`.
+pub async fn maintain(store: Store, interval: Duration, health: Board, mut shutdown: Shutdown) {
+    let mut ticks = tokio::time::interval(GAUGE_INTERVAL.min(interval));
+    let mut last_prune = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = shutdown.recv() => return,
+            _ = ticks.tick() => {}
+        }
+        let prune = last_prune.elapsed() >= interval;
+        let s = store.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            if prune {
+                s.prune().map(Some)
+            } else {
+                s.update_gauges();
+                Ok(None)
+            }
+        })
+        .await;
+        match outcome {
+            Ok(Ok(Some(p))) => {
+                last_prune = tokio::time::Instant::now();
+                if p != Pruned::default() {
+                    log::info!("store pruned: {} rings, {} alerts", p.rings, p.alerts);
+                }
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => log::error!("store pruning failed: {e}"),
+            Err(e) => log::error!("store maintenance task failed: {e}"),
+        }
+        match store.write_error() {
+            None => health.set("store", Importance::Required, true, "writable"),
+            Some(e) => health.set("store", Importance::Required, false, format!("last write failed: {e}")),
+        }
+    }
+}
+
+fn open_db(path: &Path, limits: &StoreConfig) -> sled::Result<sled::Db> {
+    sled::Config::new()
+        .path(path)
+        .cache_capacity(limits.cache_mib * 1024 * 1024)
+        .mode(sled::Mode::LowSpace)
+        // We flush explicitly after every write that must be durable; no background flusher.
+        .flush_every_ms(None)
+        .open()
+}
+
+/// Errors that mean the database content is unreadable (as opposed to the disk or the
+/// permissions being wrong, where moving the data aside would not help).
+fn is_unreadable(e: &sled::Error) -> bool {
+    match e {
+        sled::Error::Corruption { .. } | sled::Error::ReportableBug(_) | sled::Error::Unsupported(_) => true,
+        sled::Error::Io(io) => matches!(io.kind(), std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof),
+        sled::Error::CollectionNotFound(_) => false,
+    }
+}
+
+/// Takes an exclusive lock on `data_dir/agent.lock` so two agents never share a store.
+fn lock_dir(data_dir: &Path) -> Result<File, StoreError> {
+    let path = data_dir.join("agent.lock");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| StoreError::DataDir { path: path.clone(), source })?;
+    // SAFETY: flock on a file descriptor we own; no memory is involved.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(StoreError::Locked(data_dir.to_path_buf()));
+    }
+    Ok(file)
+}
+
+fn key_u64(k: &[u8]) -> u64 {
+    k.try_into().map(u64::from_be_bytes).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Severity;
+
+    fn open(dir: &Path, limits: &StoreConfig) -> (Store, Option<Reset>) {
+        Store::open(dir, limits, Arc::new(Metrics::default())).unwrap()
+    }
+
+    fn alert(key: &str, severity: Severity, state: AlertState) -> AlertV1 {
+        AlertV1 {
+            id: format!("id-{key}"),
+            key: key.into(),
+            rule: key.into(),
+            severity,
+            state,
+            message: "m".into(),
+            value: None,
+            threshold: None,
+            raised_ms: 1,
+            updated_ms: 1,
+        }
+    }
+
+    #[test]
+    fn second_open_of_same_dir_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_s, _) = open(dir.path(), &StoreConfig::default());
+        let e = Store::open(dir.path(), &StoreConfig::default(), Arc::new(Metrics::default()));
+        assert!(matches!(e, Err(StoreError::Locked(_))));
+    }
+
+    #[test]
+    fn prune_drops_cleared_low_severity_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = StoreConfig { max_alerts: 10, ..StoreConfig::default() };
+        let (s, _) = open(dir.path(), &limits);
+        let critical = s.insert_alert(&alert("c", Severity::Critical, AlertState::Cleared)).unwrap();
+        let active = s.insert_alert(&alert("a", Severity::Warning, AlertState::Raised)).unwrap();
+        for i in 0..10 {
+            s.insert_alert(&alert(&format!("w{i}"), Severity::Warning, AlertState::Cleared)).unwrap();
+        }
+        assert_eq!(s.prune().unwrap(), Pruned { rings: 0, alerts: 2 });
+        let keys: Vec<u64> = s.alerts(false, 100).into_iter().map(|(k, _)| k).collect();
+        assert!(keys.contains(&critical) && keys.contains(&active));
+        assert_eq!(keys.len(), 10);
+    }
+
+    #[test]
+    fn unreadable_database_is_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("db")).unwrap();
+        std::fs::write(dir.path().join("db/conf"), b"\xff\xfe garbage").unwrap();
+        std::fs::write(dir.path().join("db/db"), vec![0xA5; 4096]).unwrap();
+        let (s, reset) = open(dir.path(), &StoreConfig::default());
+        let reset = reset.expect("garbage must trigger a reset");
+        assert!(reset.moved_to.exists());
+        assert_eq!(s.counts(), (0, 0, 0));
+    }
+
+    #[test]
+    fn newer_records_are_skipped_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = open(dir.path(), &StoreConfig { max_alerts: 10, ..StoreConfig::default() });
+        let payload = [9u8, 0];
+        let mut future = vec![1u8];
+        future.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        future.extend_from_slice(&payload);
+        // Far above the ids sled hands out here, like a record another version wrote.
+        let far = u64::MAX / 2;
+        s.alerts.insert(far.to_be_bytes(), future).unwrap();
+        for i in 0..12 {
+            s.insert_alert(&alert(&format!("w{i}"), Severity::Warning, AlertState::Cleared)).unwrap();
+        }
+        assert_eq!(s.alerts(false, 100).len(), 12);
+        s.prune().unwrap();
+        assert!(s.alerts.get(far.to_be_bytes()).unwrap().is_some(), "newer record must survive pruning");
+        assert!(s.metrics.store_skipped.get(&["newer_version"]) >= 1.0);
+    }
+}
