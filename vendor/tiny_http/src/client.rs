@@ -99,7 +99,9 @@ impl ClientConnection {
         loop {
             // [limits patch] enforce the header deadline, also while blocked in read()
             if let Some(ref limits) = self.header_limits {
-                limits.before_read(progress).map_err(ReadError::ReadIoError)?;
+                limits
+                    .before_read(progress)
+                    .map_err(ReadError::ReadIoError)?;
             }
 
             let byte = self.next_header_source.by_ref().bytes().next();
@@ -149,7 +151,7 @@ impl ClientConnection {
         // [limits patch] size/deadline accounting for this request's head
         let mut progress = HeaderProgress::default();
 
-        let (method, path, version, headers) = {
+        let (method, path, version, headers, busy) = {
             // reading the request line
             let (method, path, version) = {
                 let line = match self.read_next_line(&mut progress) {
@@ -192,12 +194,14 @@ impl ClientConnection {
                 headers
             };
 
-            // [limits patch] head complete: back to the normal read timeout for the body
-            if let Some(ref limits) = self.header_limits {
-                limits.finish(&progress).map_err(ReadError::ReadIoError)?;
-            }
+            // [limits patch] head complete: back to the normal read timeout for the body, and
+            // the connection counts as busy (not evictable) until the request is answered
+            let busy = match self.header_limits {
+                Some(ref limits) => Some(limits.finish(&progress).map_err(ReadError::ReadIoError)?),
+                None => None,
+            };
 
-            (method, path, version, headers)
+            (method, path, version, headers, busy)
         };
 
         // building the writer for the request
@@ -229,7 +233,10 @@ impl ClientConnection {
         })?;
 
         // return the request
-        Ok(request)
+        Ok(match busy {
+            Some(busy) => request.with_busy_guard(busy), // [limits patch]
+            None => request,
+        })
     }
 }
 

@@ -162,7 +162,9 @@ impl From<Request> for Message {
 }
 
 // this trait is to make sure that Server implements Share and Send
+// [warnings patch] a compile-time check only: never "used", which current rustc reports
 #[doc(hidden)]
+#[allow(dead_code)]
 trait MustBeShareDummy: Sync + Send {}
 #[doc(hidden)]
 impl MustBeShareDummy for Server {}
@@ -317,7 +319,7 @@ impl Server {
             // a tasks pool is used to dispatch the connections into threads
             // ([limits patch] with limits, it holds at most `max_connections` busy threads)
             let tasks_pool = util::TaskPool::new();
-            // [limits patch] number of accept() errors in a row, to rate-limit their logging
+            // [limits patch] accept() errors in a row; the 1st, 101st, ... are logged
             let mut accept_errors: u64 = 0;
 
             log::debug!("Running accept thread");
@@ -325,6 +327,11 @@ impl Server {
                 let new_client = match server.accept() {
                     Ok((sock, _)) => {
                         accept_errors = 0;
+                        // [limits patch] the server is being dropped and this is its wake-up
+                        // connection: do not let it evict a client
+                        if inside_close_trigger.load(Relaxed) {
+                            break;
+                        }
                         // [limits patch] set the socket timeouts and take a connection slot,
                         // evicting the oldest connection at capacity
                         let admission = match tracker {
@@ -336,7 +343,7 @@ impl Server {
                         };
 
                         use util::RefinedTcpStream;
-                        let (read_closable, write_closable) = match ssl {
+                        let streams = match ssl {
                             None => RefinedTcpStream::new(sock),
                             #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
                             Some(ref ssl) => {
@@ -352,6 +359,14 @@ impl Server {
                             #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
                             Some(ref _ssl) => unreachable!(),
                         };
+                        // [limits patch] cloning the socket can fail (EMFILE), upstream panicked
+                        let (read_closable, write_closable) = match streams {
+                            Ok(streams) => streams,
+                            Err(e) => {
+                                log::warn!("Dropping new client: {}", e);
+                                continue;
+                            }
+                        };
 
                         let mut client = ClientConnection::new(write_closable, read_closable);
                         // [limits patch] header limits for the client, slot guard for its thread
@@ -365,12 +380,13 @@ impl Server {
                 };
 
                 match new_client {
-                    Ok((client, mut guard)) => {
+                    Ok((client, guard)) => {
                         let messages = inside_messages.clone();
                         let mut client = Some(client);
                         tasks_pool.spawn(Box::new(move || {
-                            // [limits patch] frees the connection slot when this task ends
-                            let _guard = guard.take();
+                            // [limits patch] the task owns the guard of the connection slot;
+                            // the pool drops it once this thread is idle again (see TaskPool)
+                            let _guard = &guard;
                             if let Some(client) = client.take() {
                                 // Synchronization is needed for HTTPS requests to avoid a deadlock
                                 if client.secure() {
@@ -398,7 +414,7 @@ impl Server {
                         }
                         if !limits::is_fatal_accept_error(&e) {
                             accept_errors += 1;
-                            if accept_errors == 1 || accept_errors % 100 == 0 {
+                            if accept_errors % 100 == 1 {
                                 log::warn!(
                                     "Error accepting new client ({} in a row), retrying: {}",
                                     accept_errors,
@@ -414,10 +430,11 @@ impl Server {
                     }
                 }
             }
-            // [limits patch] as the `Server` docs promise, close the reading part of the
-            // client connections, so that their threads end
-            if let Some(ref tracker) = tracker {
-                tracker.shutdown_reads();
+            // [limits patch] if the server was dropped, close the reading part of the client
+            // connections as the `Server` docs promise, so that their threads end
+            match tracker {
+                Some(ref tracker) if inside_close_trigger.load(Relaxed) => tracker.shutdown_reads(),
+                _ => (),
             }
             log::debug!("Terminating accept thread");
         });

@@ -8,6 +8,7 @@
 use std::collections::VecDeque;
 use std::io::{Error as IoError, ErrorKind, Result as IoResult};
 use std::net::Shutdown;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -21,8 +22,11 @@ use crate::connection::Connection;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// Maximum number of connections served at once (one thread each). When a new connection
-    /// arrives and this many are open, the oldest one is closed to make room, so a pile of idle
-    /// connections can never lock out a fresh client.
+    /// arrives and this many are open, the oldest connection that has had no request in
+    /// progress for a moment (idle keep-alive, silent or trickling client) is closed to make
+    /// room, so a pile of idle connections can never lock out a fresh client. Connections
+    /// whose request is being answered are never closed for this: the new connection waits
+    /// (briefly) for a slot instead.
     pub max_connections: usize,
     /// Read timeout of accepted sockets. Bounds how long a keep-alive connection may stay idle
     /// between requests, and any single blocking read (including reads of a request body).
@@ -101,31 +105,91 @@ fn set_write_timeout(conn: &Connection, timeout: Duration) -> IoResult<()> {
     }
 }
 
-/// How long the accept thread waits for an evicted connection's thread to end before it gives
-/// up and drops the new connection instead. An evicted connection normally ends within
-/// microseconds (its blocked read returns); it only lingers while the application still holds
-/// its previous request, i.e. when the application itself is stuck.
-const EVICTION_GRACE: Duration = Duration::from_millis(250);
+/// How long the accept thread waits for a slot at capacity before it gives up and drops the
+/// new connection. A slot frees when an evicted connection's thread ends (microseconds) or
+/// when a busy connection's request has been answered and its client closes; waiting longer
+/// only happens when the application itself is stuck.
+const ADMIT_WAIT: Duration = Duration::from_millis(500);
+
+/// A connection becomes a candidate for eviction only after it has been idle (no request in
+/// progress) this long, so that a client that has just connected and is about to send its
+/// request is not cut off by the next one. Slow or silent clients stay idle far longer.
+const MIN_IDLE_FOR_EVICTION: Duration = Duration::from_millis(50);
+
+/// How often a waiting admission re-checks for connections that have become evictable.
+const ADMIT_RECHECK: Duration = Duration::from_millis(20);
+
+/// Whether a connection has a request in the application's hands, and since when it has not.
+/// Shared by the tracker (which reads it to pick an eviction victim) and the connection's
+/// thread (which marks requests as they are handed over and answered).
+pub(crate) struct Activity {
+    epoch: Instant,
+    /// Milliseconds since `epoch` at which the connection last became idle; `BUSY` while a
+    /// request is being answered.
+    idle_since_ms: AtomicU64,
+}
+
+const BUSY: u64 = u64::MAX;
+
+impl Activity {
+    fn new(epoch: Instant) -> Arc<Activity> {
+        let activity = Arc::new(Activity { epoch, idle_since_ms: AtomicU64::new(0) });
+        activity.set_idle();
+        activity
+    }
+
+    fn set_idle(&self) {
+        let ms = self.epoch.elapsed().as_millis() as u64;
+        self.idle_since_ms.store(ms.min(BUSY - 1), Ordering::Release);
+    }
+
+    /// How long the connection has been idle at `now`; `None` while it is busy.
+    fn idle_for(&self, now: Instant) -> Option<Duration> {
+        match self.idle_since_ms.load(Ordering::Acquire) {
+            BUSY => None,
+            ms => Some(now.saturating_duration_since(self.epoch + Duration::from_millis(ms))),
+        }
+    }
+}
+
+/// Marks its connection busy while a request is in the application's hands; held by the
+/// `Request` and dropped once it has been answered (or dropped unanswered).
+pub(crate) struct BusyGuard(Arc<Activity>);
+
+impl Drop for BusyGuard {
+    fn drop(&mut self) {
+        self.0.set_idle();
+    }
+}
 
 /// Tracks the live connection threads of one server and enforces `max_connections`.
 pub(crate) struct ConnTracker {
     limits: Limits,
+    /// Time origin of every connection's `Activity`.
+    epoch: Instant,
     state: Mutex<TrackerState>,
-    /// Notified whenever a connection thread ends.
+    /// Notified whenever a connection slot is freed.
     slot_freed: Condvar,
 }
 
 struct TrackerState {
     next_id: u64,
     /// Live connection threads, oldest first, each with a clone of its socket that is used to
-    /// shut it down. The clone is `None` once the connection has been evicted (shut down) but
-    /// its thread has not ended yet.
-    live: VecDeque<(u64, Option<Connection>)>,
+    /// shut it down (`None` once the connection has been evicted but its thread has not ended
+    /// yet) and its activity.
+    live: VecDeque<LiveConn>,
+}
+
+struct LiveConn {
+    id: u64,
+    handle: Option<Connection>,
+    activity: Arc<Activity>,
 }
 
 /// What a connection gets when it is admitted by [`ConnTracker::admit`].
 pub(crate) struct Admission {
-    /// Must live as long as the connection's thread serves it.
+    /// Must live as long as the connection's task: it is owned by the task, which the pool
+    /// drops once its thread is idle again (see `TaskPool`).
     pub(crate) guard: ConnGuard,
     /// To be handed to the `ClientConnection`.
     pub(crate) header_limits: HeaderLimits,
@@ -141,6 +205,7 @@ impl ConnTracker {
     pub(crate) fn new(limits: Limits) -> Arc<ConnTracker> {
         Arc::new(ConnTracker {
             limits,
+            epoch: Instant::now(),
             state: Mutex::new(TrackerState {
                 next_id: 0,
                 live: VecDeque::new(),
@@ -155,7 +220,9 @@ impl ConnTracker {
     }
 
     /// Prepares a freshly accepted connection: sets its socket timeouts and takes one of the
-    /// `max_connections` slots, evicting the oldest connection if all are taken.
+    /// `max_connections` slots. At capacity it evicts the oldest connection that has been idle
+    /// for `MIN_IDLE_FOR_EVICTION`; if there is none (every connection is answering a request
+    /// or has only just arrived), it waits up to `ADMIT_WAIT` for a slot to free.
     ///
     /// Returns `None` if the connection must be dropped instead of being served.
     pub(crate) fn admit(self: &Arc<Self>, conn: &Connection) -> Option<Admission> {
@@ -171,36 +238,41 @@ impl ConnTracker {
         };
 
         let mut state = self.lock();
-
-        // At capacity: shut down the oldest connection that is not already being evicted.
-        // Its blocked read returns at once, so its thread ends and frees its slot.
-        let not_evicted = state.live.iter().filter(|(_, h)| h.is_some()).count();
-        if not_evicted >= self.limits.max_connections {
-            if let Some(oldest) = state.live.iter_mut().find_map(|(_, h)| h.take()) {
-                log::debug!("Connection limit reached, closing the oldest connection");
-                let _ = oldest.shutdown(Shutdown::Both);
-            }
-        }
-
-        // Wait (bounded) until an evicted thread has really ended, so that there are never
-        // more than `max_connections` connection threads.
-        let deadline = Instant::now() + EVICTION_GRACE;
+        let deadline = Instant::now() + ADMIT_WAIT;
+        // There are never more than `max_connections` connection threads: evicted ones count
+        // until their thread has really ended.
         while state.live.len() >= self.limits.max_connections {
             let now = Instant::now();
+            let not_evicted = state.live.iter().filter(|c| c.handle.is_some()).count();
+            if not_evicted >= self.limits.max_connections {
+                let victim = state
+                    .live
+                    .iter_mut()
+                    .filter(|c| c.handle.is_some())
+                    .find(|c| c.activity.idle_for(now).map_or(false, |idle| idle >= MIN_IDLE_FOR_EVICTION));
+                if let Some(victim) = victim {
+                    log::debug!("Connection limit reached, closing the oldest idle connection");
+                    // Its blocked read returns at once, so its thread ends and frees its slot.
+                    if let Some(handle) = victim.handle.take() {
+                        let _ = handle.shutdown(Shutdown::Both);
+                    }
+                }
+            }
             if now >= deadline {
                 log::warn!("Connection limit reached and no connection ended, dropping new client");
                 return None;
             }
             state = self
                 .slot_freed
-                .wait_timeout(state, deadline - now)
+                .wait_timeout(state, (deadline - now).min(ADMIT_RECHECK))
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
 
         let id = state.next_id;
         state.next_id += 1;
-        state.live.push_back((id, Some(evict_handle)));
+        let activity = Activity::new(self.epoch);
+        state.live.push_back(LiveConn { id, handle: Some(evict_handle), activity: Arc::clone(&activity) });
 
         Some(Admission {
             guard: ConnGuard {
@@ -209,6 +281,7 @@ impl ConnTracker {
             },
             header_limits: HeaderLimits {
                 socket: timeout_handle,
+                activity,
                 read_timeout: self.limits.read_timeout,
                 header_deadline: self.limits.header_deadline,
                 max_header_bytes: self.limits.max_header_bytes,
@@ -219,8 +292,8 @@ impl ConnTracker {
     /// Shuts down the reading half of every live connection, so that their threads end.
     /// Used when the server is dropped; responses still in progress can be completed.
     pub(crate) fn shutdown_reads(&self) {
-        for (_, handle) in self.lock().live.iter() {
-            if let Some(handle) = handle {
+        for conn in self.lock().live.iter() {
+            if let Some(ref handle) = conn.handle {
                 let _ = handle.shutdown(Shutdown::Read);
             }
         }
@@ -230,7 +303,7 @@ impl ConnTracker {
 impl Drop for ConnGuard {
     fn drop(&mut self) {
         let mut state = self.tracker.lock();
-        if let Some(pos) = state.live.iter().position(|(id, _)| *id == self.id) {
+        if let Some(pos) = state.live.iter().position(|c| c.id == self.id) {
             state.live.remove(pos);
         }
         drop(state);
@@ -247,6 +320,8 @@ const REARM_INTERVAL: Duration = Duration::from_millis(50);
 pub(crate) struct HeaderLimits {
     /// A clone of the connection's socket, only used to change its read timeout.
     socket: Connection,
+    /// Marked busy while a request of this connection is in the application's hands.
+    activity: Arc<Activity>,
     read_timeout: Duration,
     header_deadline: Duration,
     max_header_bytes: usize,
@@ -277,10 +352,7 @@ impl HeaderLimits {
         if left.is_zero() {
             return Err(deadline_exceeded());
         }
-        if progress
-            .armed_at
-            .map_or(true, |at| at.elapsed() >= REARM_INTERVAL)
-        {
+        if !matches!(progress.armed_at, Some(at) if at.elapsed() < REARM_INTERVAL) {
             set_read_timeout(&self.socket, left.min(self.read_timeout))?;
             progress.armed_at = Some(Instant::now());
         }
@@ -309,12 +381,14 @@ impl HeaderLimits {
     }
 
     /// To call once all headers were read: restores the normal read timeout for the body and
-    /// for waiting on the next request.
-    pub(crate) fn finish(&self, progress: &HeaderProgress) -> IoResult<()> {
+    /// for waiting on the next request, and marks the connection busy until the returned
+    /// guard (to be held by the `Request`) is dropped.
+    pub(crate) fn finish(&self, progress: &HeaderProgress) -> IoResult<BusyGuard> {
         if progress.armed_at.is_some() {
             set_read_timeout(&self.socket, self.read_timeout)?;
         }
-        Ok(())
+        self.activity.idle_since_ms.store(BUSY, Ordering::Release);
+        Ok(BusyGuard(Arc::clone(&self.activity)))
     }
 }
 

@@ -74,6 +74,10 @@ pub struct Request {
 
     // If Some, a message must be sent after responding
     notify_when_responded: Option<Sender<()>>,
+
+    // [limits patch] keeps the connection marked busy (not evictable) until this request is
+    // answered and dropped
+    _busy: Option<crate::limits::BusyGuard>,
 }
 
 struct NotifyOnDrop<R> {
@@ -238,6 +242,7 @@ where
         body_length: content_length,
         must_send_continue: expects_continue,
         notify_when_responded: None,
+        _busy: None,
     })
 }
 
@@ -467,6 +472,12 @@ impl Request {
             ErrorKind::ConnectionReset => Ok(()),
             _ => Err(err),
         })
+    }
+
+    /// [limits patch] the connection stays busy while this request lives.
+    pub(crate) fn with_busy_guard(mut self, busy: crate::limits::BusyGuard) -> Self {
+        self._busy = Some(busy);
+        self
     }
 
     pub(crate) fn with_notify_sender(mut self, sender: Sender<()>) -> Self {

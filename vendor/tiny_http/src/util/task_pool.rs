@@ -69,7 +69,10 @@ impl TaskPool {
     pub fn spawn(&self, code: Box<dyn FnMut() + Send>) {
         let mut queue = self.sharing.todo.lock().unwrap();
 
-        if self.sharing.waiting_tasks.load(Ordering::Acquire) == 0 {
+        // [limits patch] was `waiting_tasks == 0`. A waiting thread stays counted until it has
+        // woken up and taken its task, so two spawns in a row could queue two tasks for one
+        // waiting thread, the second task (a new connection) stalling until another one ended.
+        if self.sharing.waiting_tasks.load(Ordering::Acquire) <= queue.len() {
             self.add_thread(Some(code));
         } else {
             queue.push_back(code);
@@ -84,8 +87,12 @@ impl TaskPool {
             let sharing = sharing;
             let _active_guard = Registration::new(&sharing.active_tasks);
 
+            // [limits patch] the task this thread ran last, dropped below
+            let mut finished: Option<Box<dyn FnMut() + Send>> = None;
+
             if let Some(mut f) = initial_fn {
                 f();
+                finished = Some(f);
             }
 
             loop {
@@ -95,10 +102,16 @@ impl TaskPool {
                     let task;
                     loop {
                         if let Some(poped_task) = todo.pop_front() {
+                            drop(finished.take()); // [limits patch]
                             task = poped_task;
                             break;
                         }
                         let _waiting_guard = Registration::new(&sharing.waiting_tasks);
+                        // [limits patch] Drop the finished task, and with it what it owns (the
+                        // guard of a connection slot), only now that this thread counts as
+                        // waiting: a spawn() caused by freeing the slot then reuses this thread
+                        // instead of starting a new one.
+                        drop(finished.take());
 
                         let received =
                             if sharing.active_tasks.load(Ordering::Acquire) <= MIN_THREADS {
@@ -122,6 +135,7 @@ impl TaskPool {
                 };
 
                 task();
+                finished = Some(task);
             }
         });
     }
