@@ -45,18 +45,22 @@ pub fn request(addr: SocketAddr, method: &str, path: &str, timeout: Duration) ->
         .and_then(|c| c.parse::<u16>().ok())
         .ok_or_else(|| bad(format!("no status line in {:?}", head.lines().next().unwrap_or(""))))?;
     let chunked = head.lines().any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding: chunked"));
-    Ok((code, if chunked { dechunk(body) } else { body.to_string() }))
+    let body = if chunked { String::from_utf8_lossy(&dechunk(body.as_bytes())).into_owned() } else { body.to_string() };
+    Ok((code, body))
 }
 
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+/// Decodes a chunked HTTP/1.1 body (stops at the last chunk or at the first malformed one).
+pub fn dechunk(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = body.windows(2).position(|w| w == b"\r\n") {
+        let size = String::from_utf8_lossy(&body[..eol]);
+        let Ok(n) = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16) else { break };
+        let rest = &body[eol + 2..];
         if n == 0 || rest.len() < n {
             break;
         }
-        out.push_str(&rest[..n]);
-        body = rest[n..].trim_start_matches("\r\n");
+        out.extend_from_slice(&rest[..n]);
+        body = rest[n..].strip_prefix(b"\r\n").unwrap_or(&rest[n..]);
     }
     out
 }

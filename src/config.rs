@@ -37,6 +37,8 @@ pub struct Config {
     pub gpio: GpioConfig,
     /// Local HTTP health probe.
     pub probe: ProbeConfig,
+    /// Local control socket (`doorbell-agent faces …`).
+    pub control: ControlConfig,
     /// Resource sampler.
     pub sampler: SamplerConfig,
     /// Durable store bounds.
@@ -47,20 +49,33 @@ pub struct Config {
     pub mqtt: Option<MqttConfig>,
     /// Camera capture for the face pipeline.
     pub capture: CaptureConfig,
+    /// Face detection, embedding and matching.
+    pub faces: FacesConfig,
+    /// The supervised pipeline worker process.
+    pub pipeline: PipelineConfig,
+    /// Snapshots of unknown and blocked visitors (privacy: off by default).
+    pub snapshots: SnapshotsConfig,
+    /// A/B self-update: signing key, trial tries, soak and deadline.
+    pub update: UpdateConfig,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             device_id: None,
-            data_dir: PathBuf::from("/var/lib/doorbell-agent"),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             gpio: GpioConfig::default(),
             probe: ProbeConfig::default(),
+            control: ControlConfig::default(),
             sampler: SamplerConfig::default(),
             store: StoreConfig::default(),
             alerts: AlertsConfig::default(),
             mqtt: None,
             capture: CaptureConfig::default(),
+            faces: FacesConfig::default(),
+            pipeline: PipelineConfig::default(),
+            snapshots: SnapshotsConfig::default(),
+            update: UpdateConfig::default(),
         }
     }
 }
@@ -128,7 +143,7 @@ impl Default for GpioConfig {
 pub struct ProbeConfig {
     /// Address to listen on; keep it on loopback.
     pub listen: SocketAddr,
-    /// Concurrent connections before the oldest is evicted.
+    /// Connections served at once; beyond this the oldest idle one is closed.
     pub max_connections: usize,
     /// Per-read and per-write socket timeout.
     #[serde(with = "duration")]
@@ -137,11 +152,43 @@ pub struct ProbeConfig {
 
 impl Default for ProbeConfig {
     fn default() -> Self {
-        ProbeConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            max_connections: 16,
-            timeout: Duration::from_secs(5),
-        }
+        ProbeConfig { listen: SocketAddr::from(([127, 0, 0, 1], 8080)), max_connections: 64, timeout: Duration::from_secs(5) }
+    }
+}
+
+/// The default `data_dir`: a device installed by the units (StateDirectory=doorbell-agent).
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/doorbell-agent";
+/// The control socket of such a device, in the unit's RuntimeDirectory=doorbell-agent.
+pub const DEVICE_CONTROL_SOCKET: &str = "/run/doorbell-agent/control.sock";
+
+/// `[control]`: the local control socket. Fleet-shaped commands from operators on the device
+/// (`doorbell-agent faces …`), authorised by the socket's file permissions (0660, the
+/// agent's group), never reachable from the network.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlConfig {
+    /// Unix socket path; default: `/run/doorbell-agent/control.sock` with the default
+    /// `data_dir` (a device), else `{data_dir}/control.sock` (a laptop, tests).
+    pub socket: Option<PathBuf>,
+    /// Largest request line, and largest answer, in MiB (a gallery import is one line).
+    pub max_request_mib: u64,
+    /// Connections served at once; more are answered `failed` (busy) and closed.
+    pub max_connections: usize,
+    /// Time a client has to send a whole request line, and for each write of the answers.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        ControlConfig { socket: None, max_request_mib: 16, max_connections: 4, timeout: Duration::from_secs(10) }
+    }
+}
+
+impl ControlConfig {
+    /// The size limit in bytes.
+    pub fn max_request_bytes(&self) -> usize {
+        (self.max_request_mib * 1024 * 1024) as usize
     }
 }
 
@@ -156,7 +203,7 @@ pub struct SamplerConfig {
     pub history: usize,
     /// Raspberry Pi firmware throttling flags (absent off a Pi).
     pub throttled_path: PathBuf,
-    /// Kernel thermal zone read when sysinfo finds no sensor.
+    /// Kernel thermal zone of the SoC (zone 0 on a Pi), read for the temperature.
     pub thermal_path: PathBuf,
 }
 
@@ -183,6 +230,11 @@ pub struct StoreConfig {
     pub max_size_mib: u64,
     /// sled page cache in MiB (sled's default of 1 GiB would eat a Pi Zero).
     pub cache_mib: u64,
+    /// Messages the MQTT outbox keeps while the broker is unreachable; beyond it the least
+    /// severe, oldest ones are dropped (and counted).
+    pub max_outbox_messages: usize,
+    /// Bytes the MQTT outbox keeps, in MiB.
+    pub max_outbox_mib: u64,
     /// Time between pruning passes.
     #[serde(with = "duration")]
     pub maintenance_interval: Duration,
@@ -195,6 +247,8 @@ impl Default for StoreConfig {
             max_alerts: 2_000,
             max_size_mib: 64,
             cache_mib: 2,
+            max_outbox_messages: 10_000,
+            max_outbox_mib: 16,
             maintenance_interval: Duration::from_secs(600),
         }
     }
@@ -212,10 +266,7 @@ pub struct AlertsConfig {
 
 impl Default for AlertsConfig {
     fn default() -> Self {
-        AlertsConfig {
-            builtin: true,
-            rule: Vec::new(),
-        }
+        AlertsConfig { builtin: true, rule: Vec::new() }
     }
 }
 
@@ -323,43 +374,169 @@ impl RuleConfig {
 
 /// `[mqtt]`: the fleet broker.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct MqttConfig {
-    /// `mqtt://host:port` or `mqtts://host:port`.
+    /// `mqtt://host[:port]` or `mqtts://host[:port]` (required).
     pub url: String,
     /// First topic level; `P = {topic_prefix}/{device_id}`.
-    #[serde(default = "MqttConfig::default_prefix")]
     pub topic_prefix: String,
+    /// MQTT client id; defaults to the device id.
+    pub client_id: Option<String>,
+    /// Broker user name.
+    pub username: Option<String>,
+    /// Broker password (keep the config file readable by root and the service only).
+    pub password: Option<String>,
+    /// CA certificates (PEM) that sign the broker's certificate; default: the system's.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS; needs `key_file`.
+    pub cert_file: Option<PathBuf>,
+    /// Private key (PEM) of `cert_file`.
+    pub key_file: Option<PathBuf>,
+    /// MQTT keep-alive.
+    #[serde(with = "duration")]
+    pub keepalive: Duration,
+    /// Time between telemetry messages.
+    #[serde(with = "duration")]
+    pub telemetry_interval: Duration,
+    /// First reconnect delay; doubles (with jitter) up to `reconnect_max`.
+    #[serde(with = "duration")]
+    pub reconnect_min: Duration,
+    /// Longest reconnect delay.
+    #[serde(with = "duration")]
+    pub reconnect_max: Duration,
+    /// Largest command payload accepted; larger ones are answered `failed`.
+    pub max_command_bytes: usize,
+    /// Fleet public key (ed25519, base64); when set, commands that change the device must be
+    /// signed with it.
+    pub command_key: Option<String>,
+    /// Publish Home Assistant MQTT discovery for this doorbell.
+    pub home_assistant: bool,
+    /// Home Assistant's discovery prefix.
+    pub discovery_prefix: String,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            url: String::new(),
+            topic_prefix: "doorbell".into(),
+            client_id: None,
+            username: None,
+            password: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            keepalive: Duration::from_secs(30),
+            telemetry_interval: Duration::from_secs(60),
+            reconnect_min: Duration::from_secs(1),
+            reconnect_max: Duration::from_secs(60),
+            max_command_bytes: 256 * 1024,
+            command_key: None,
+            home_assistant: false,
+            discovery_prefix: "homeassistant".into(),
+        }
+    }
 }
 
 impl MqttConfig {
-    fn default_prefix() -> String {
-        "doorbell".into()
+    /// Whether the url asks for TLS.
+    pub fn tls(&self) -> bool {
+        self.url.starts_with("mqtts://")
     }
 
     /// The broker's `host:port`, with the scheme's default port when none is given.
     pub fn host_port(&self) -> Result<(String, u16), String> {
-        let (rest, default_port) = if let Some(r) = self.url.strip_prefix("mqtts://") {
-            (r, 8883)
-        } else if let Some(r) = self.url.strip_prefix("mqtt://") {
-            (r, 1883)
-        } else {
-            return Err("must start with mqtt:// or mqtts://".into());
-        };
-        let rest = rest.trim_end_matches('/');
-        if rest.is_empty() || rest.contains('/') {
-            return Err("must be scheme://host[:port] with no path".into());
-        }
-        match rest.rsplit_once(':') {
-            Some((host, port)) if !host.ends_with(']') || rest.starts_with('[') => {
-                let port = port
-                    .parse::<u16>()
-                    .map_err(|_| format!("port `{port}` is not a number from 1 to 65535"))?;
-                Ok((host.trim_matches(['[', ']']).to_string(), port))
-            }
-            _ => Ok((rest.to_string(), default_port)),
-        }
+        parse_broker_url(&self.url)
     }
+
+    /// The decoded `command_key`, if one is configured.
+    pub fn command_key(&self) -> Result<Option<[u8; 32]>, String> {
+        use base64::Engine;
+        let Some(text) = &self.command_key else { return Ok(None) };
+        let bytes = base64::engine::general_purpose::STANDARD.decode(text.trim()).map_err(|e| format!("is not base64: {e}"))?;
+        let key: [u8; 32] = bytes.try_into().map_err(|b: Vec<u8>| format!("is {} bytes; an ed25519 public key is 32", b.len()))?;
+        Ok(Some(key))
+    }
+
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.url.is_empty() {
+            return Err(("url", "is required in [mqtt] (or remove the section for no fleet link)".into()));
+        }
+        self.host_port().map_err(|r| ("url", r))?;
+        if self.topic_prefix.is_empty() || self.topic_prefix.contains(['+', '#', '/']) || self.topic_prefix == "all" {
+            return Err(("topic_prefix", "must be one non-empty topic level without + # /".into()));
+        }
+        if let Some(id) = &self.client_id {
+            validate_device_id(id).map_err(|r| ("client_id", r))?;
+        }
+        if self.password.is_some() && self.username.is_none() {
+            return Err(("password", "needs a username".into()));
+        }
+        for (key, file) in [("ca_file", &self.ca_file), ("cert_file", &self.cert_file), ("key_file", &self.key_file)] {
+            if let Some(file) = file {
+                if !self.tls() {
+                    return Err((key, "TLS files need an mqtts:// url".into()));
+                }
+                std::fs::metadata(file).map_err(|e| (key, format!("{}: {e}", file.display())))?;
+            }
+        }
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            return Err(("key_file", "cert_file and key_file go together (mutual TLS)".into()));
+        }
+        let s = Duration::from_secs;
+        for (key, d, min, max) in [
+            ("keepalive", self.keepalive, s(5), s(3600)),
+            ("telemetry_interval", self.telemetry_interval, s(1), s(86_400)),
+            ("reconnect_min", self.reconnect_min, Duration::from_millis(100), s(60)),
+            ("reconnect_max", self.reconnect_max, self.reconnect_min, s(3600)),
+        ] {
+            out_of_range(d, min, max).map_err(|r| (key, r))?;
+        }
+        if !(1024..=4 * 1024 * 1024).contains(&self.max_command_bytes) {
+            return Err(("max_command_bytes", format!("{} is out of range 1024..=4194304", self.max_command_bytes)));
+        }
+        self.command_key().map_err(|r| ("command_key", r))?;
+        if self.discovery_prefix.is_empty() || self.discovery_prefix.contains(['+', '#']) {
+            return Err(("discovery_prefix", "must be a topic without + #".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Splits `mqtt[s]://host[:port]` into host and port (1883 / 8883 by default).
+pub fn parse_broker_url(url: &str) -> Result<(String, u16), String> {
+    let (rest, default_port) = if let Some(r) = url.strip_prefix("mqtts://") {
+        (r, 8883)
+    } else if let Some(r) = url.strip_prefix("mqtt://") {
+        (r, 1883)
+    } else {
+        return Err(format!("`{url}` must start with mqtt:// or mqtts://"));
+    };
+    let rest = rest.trim_end_matches('/');
+    if rest.is_empty() || rest.contains('/') {
+        return Err(format!("`{url}` must be scheme://host[:port] with no path"));
+    }
+    match rest.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(']') || rest.starts_with('[') => {
+            let port =
+                port.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| format!("port `{port}` is not a number from 1 to 65535"))?;
+            Ok((host.trim_matches(['[', ']']).to_string(), port))
+        }
+        _ => Ok((rest.to_string(), default_port)),
+    }
+}
+
+/// A duration outside `min..=max`, as a reason.
+fn out_of_range(d: Duration, min: Duration, max: Duration) -> Result<(), String> {
+    if d < min || d > max {
+        return Err(format!(
+            "{} is out of range {}..={}",
+            humantime::format_duration(d),
+            humantime::format_duration(min),
+            humantime::format_duration(max)
+        ));
+    }
+    Ok(())
 }
 
 /// Where frames come from.
@@ -382,6 +559,19 @@ pub struct CaptureConfig {
     pub source: CaptureSource,
     /// Directory of JPEGs for `files`.
     pub path: Option<PathBuf>,
+    /// Program and arguments printing one JPEG on stdout, for `command`.
+    pub command: Vec<String>,
+    /// Snapshot URL (`http://host[:port]/path`) for `http`.
+    pub url: Option<String>,
+    /// Longest a single frame may take (the command is killed after it).
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    /// Frames per ring (a burst, decided by vote).
+    pub frames: usize,
+    /// Largest accepted JPEG, in MiB.
+    pub max_image_mib: u64,
+    /// Largest accepted image, in megapixels (checked before decoding).
+    pub max_megapixels: f64,
 }
 
 impl Default for CaptureConfig {
@@ -389,21 +579,269 @@ impl Default for CaptureConfig {
         CaptureConfig {
             source: CaptureSource::Command,
             path: None,
+            command: ["rpicam-still", "-n", "-t", "1", "--width", "1280", "--height", "960", "-e", "jpg", "-o", "-"]
+                .map(String::from)
+                .to_vec(),
+            url: None,
+            timeout: Duration::from_secs(5),
+            frames: 3,
+            max_image_mib: 16,
+            max_megapixels: 16.0,
         }
     }
 }
 
-impl Config {
-    /// Reads, parses and validates a configuration file.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: path.to_path_buf(),
-            key: "(file)".into(),
-            reason: format!("cannot read: {e}"),
-        })?;
-        Config::parse(path, &text)
+/// Where the models are looked for when the config names none, in order: `install.sh` (and
+/// `scripts/fetch-models.sh --install`) put them in the first, the .deb in the second.
+pub const MODELS_DIRS: [&str; 2] = ["/usr/local/share/doorbell-agent/models", "/usr/share/doorbell-agent/models"];
+
+/// The default path of a model file: in the first of `MODELS_DIRS` that has it (the first
+/// when none has, so that the error names where it is expected).
+fn default_model(file: &str) -> PathBuf {
+    let candidates = MODELS_DIRS.map(|dir| Path::new(dir).join(file));
+    candidates.iter().find(|p| p.exists()).unwrap_or(&candidates[0]).clone()
+}
+/// sha256 of the BlazeFace short-range ONNX that `scripts/fetch-models.sh` produces.
+pub const DETECTOR_SHA256: &str = "2d83bf713a7bf67b1d8d65b3d4eb297a4f1029bce51cf0d9f7723046648f10a7";
+/// sha256 of the dlib ResNet ONNX that `scripts/fetch-models.sh` produces.
+pub const EMBEDDER_SHA256: &str = "60ce67a7972ba8f1c7019bffbe48383deeef88921dd7b48beecc9b84970b1771";
+
+/// `[faces]`: models, detection gates and matching thresholds.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FacesConfig {
+    /// BlazeFace short-range ONNX.
+    pub detector_model: PathBuf,
+    /// Its expected sha256 (a different file is refused).
+    pub detector_sha256: String,
+    /// dlib face recognition ResNet ONNX.
+    pub embedder_model: PathBuf,
+    /// Its expected sha256.
+    pub embedder_sha256: String,
+    /// Minimum detector score (0..1).
+    pub detect_threshold: f32,
+    /// Non-maximum suppression overlap (IoU).
+    pub nms_iou: f32,
+    /// Faces narrower than this (source pixels) are ignored.
+    pub min_face_px: u32,
+    /// Blur gate: minimum variance of the Laplacian of the aligned face.
+    pub min_sharpness: f32,
+    /// Faces embedded per frame at most (largest scores first).
+    pub max_faces_per_frame: usize,
+    /// Cosine similarity at which a face is a known person.
+    pub match_threshold: f32,
+    /// Cosine similarity at which a face is a blocked person (checked first).
+    pub block_threshold: f32,
+    /// Descriptors kept per person (each enrollment adds one; the oldest go first).
+    pub max_samples_per_person: usize,
+    /// People in the gallery, both lists together.
+    pub max_people: usize,
+    /// Operator feedbacks the rolling accuracy is computed over.
+    pub accuracy_window: usize,
+}
+
+impl Default for FacesConfig {
+    fn default() -> Self {
+        FacesConfig {
+            detector_model: default_model("face_detection_short_range.onnx"),
+            detector_sha256: DETECTOR_SHA256.into(),
+            embedder_model: default_model("dlib_face_recognition_resnet_v1.onnx"),
+            embedder_sha256: EMBEDDER_SHA256.into(),
+            detect_threshold: 0.6,
+            nms_iou: 0.3,
+            min_face_px: 40,
+            min_sharpness: 15.0,
+            max_faces_per_frame: 3,
+            match_threshold: 0.9,
+            block_threshold: 0.88,
+            max_samples_per_person: 10,
+            max_people: 500,
+            accuracy_window: 50,
+        }
+    }
+}
+
+/// `[pipeline]`: the supervised `pipeline-worker` process.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// A ring whose worker has not answered by then is `error`; the worker is killed.
+    #[serde(with = "duration")]
+    pub ring_deadline: Duration,
+    /// Longest a worker may take to load its models and report ready.
+    #[serde(with = "duration")]
+    pub start_timeout: Duration,
+    /// Exit the worker after this long without work to give its memory back; 0 = keep warm.
+    #[serde(with = "duration")]
+    pub idle_exit: Duration,
+    /// First restart delay after a failure; doubles per consecutive failure.
+    #[serde(with = "duration")]
+    pub restart_backoff: Duration,
+    /// Longest restart delay.
+    #[serde(with = "duration")]
+    pub restart_backoff_max: Duration,
+    /// Time between health checks of a running worker.
+    #[serde(with = "duration")]
+    pub health_interval: Duration,
+    /// Press to decision above this raises `pipeline_slow`.
+    #[serde(with = "duration")]
+    pub budget: Duration,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            ring_deadline: Duration::from_secs(15),
+            start_timeout: Duration::from_secs(30),
+            idle_exit: Duration::ZERO,
+            restart_backoff: Duration::from_secs(1),
+            restart_backoff_max: Duration::from_secs(60),
+            health_interval: Duration::from_secs(30),
+            budget: Duration::from_secs(5),
+        }
+    }
+}
+
+/// `[snapshots]`: frames of unknown and blocked visitors kept on the device.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SnapshotsConfig {
+    /// Keep the frames of `unknown` and `blocked` rings (needed to enroll from a ring).
+    pub keep: bool,
+    /// Rings whose frames are kept at most (oldest removed first).
+    pub max_rings: usize,
+    /// Total size of kept frames at most, in MiB.
+    pub max_mib: u64,
+}
+
+impl Default for SnapshotsConfig {
+    fn default() -> Self {
+        SnapshotsConfig { keep: false, max_rings: 20, max_mib: 16 }
+    }
+}
+
+/// `[update]`: the A/B self-update. Also read by `doorbell-slotctl` (leniently: it knows
+/// only `UpdateConfig::KEYS`), which is the one that enforces tries and deadline.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpdateConfig {
+    /// ed25519 public key (base64, or 64 hex digits) artifacts must be signed with; absent = every
+    /// update is refused.
+    pub public_key: Option<String>,
+    /// Starts a new version gets to commit (crashes and hangs before its commit use them up).
+    pub tries: u32,
+    /// How long a new version must stay healthy (monotonic clock) before it commits.
+    #[serde(with = "duration")]
+    pub soak: Duration,
+    /// A trial that has not committed this long after its start is rolled back.
+    #[serde(with = "duration")]
+    pub deadline: Duration,
+    /// Largest agent binary accepted, MiB (decompressed).
+    pub max_size_mib: u64,
+    /// Whole-download time limit for `update apply URL`.
+    #[serde(with = "duration")]
+    pub download_timeout: Duration,
+    /// Install root of the A/B slots; must match `doorbell-slotctl --root` (a non-default
+    /// install, or a test rig in a temporary directory).
+    pub install_root: PathBuf,
+    /// Directory of slotctl's slot state file; must match `doorbell-slotctl --state-dir`.
+    pub slot_state_dir: PathBuf,
+    /// With `[mqtt]`: a new version that gets no ConnAck from the broker this long after its
+    /// start fails its trial. The soak starts only once it is connected; the wait is cut to
+    /// `deadline - soak` so that the reason names the broker, not the deadline.
+    #[serde(with = "duration")]
+    pub broker_timeout: Duration,
+    /// Compare the new version with the previous one's baseline during the soak.
+    pub canary: bool,
+    /// Canary: RSS above the baseline by more than this many percent fails the trial.
+    pub canary_max_rss_growth_percent: u32,
+    /// Canary: ring p95 latency above the baseline by more than this many percent fails the
+    /// trial (compared only with enough rings on both sides).
+    pub canary_max_latency_growth_percent: u32,
+}
+
+impl Default for UpdateConfig {
+    fn default() -> Self {
+        UpdateConfig {
+            public_key: None,
+            tries: 3,
+            soak: Duration::from_secs(60),
+            deadline: Duration::from_secs(600),
+            max_size_mib: 32,
+            download_timeout: Duration::from_secs(300),
+            install_root: PathBuf::from(crate::slot::INSTALL_ROOT),
+            slot_state_dir: PathBuf::from(crate::slot::STATE_DIR),
+            // Pi links (Wi-Fi, a broker behind a slow uplink) can take tens of seconds.
+            broker_timeout: Duration::from_secs(60),
+            canary: true,
+            canary_max_rss_growth_percent: 50,
+            canary_max_latency_growth_percent: 20,
+        }
+    }
+}
+
+impl UpdateConfig {
+    /// The keys of `[update]`, for readers that must skip keys of newer versions.
+    pub const KEYS: &'static [&'static str] = &[
+        "public_key",
+        "tries",
+        "soak",
+        "deadline",
+        "max_size_mib",
+        "download_timeout",
+        "install_root",
+        "slot_state_dir",
+        "broker_timeout",
+        "canary",
+        "canary_max_rss_growth_percent",
+        "canary_max_latency_growth_percent",
+    ];
+
+    /// The decompressed size limit in bytes.
+    pub fn max_size(&self) -> u64 {
+        self.max_size_mib * 1024 * 1024
     }
 
+    /// Range checks; the key (without `update.`) and the reason on failure.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if let Some(k) = &self.public_key {
+            crate::update::artifact::PublicKey::parse(k).map_err(|r| ("public_key", r))?;
+        }
+        if !(1..=5).contains(&self.tries) {
+            return Err((
+                "tries",
+                format!("{} is out of range 1..=5 (the unit's StartLimitBurst=8 must stay above tries + 2)", self.tries),
+            ));
+        }
+        let range = |key, d: Duration, min: u64, max: u64| {
+            if d < Duration::from_secs(min) || d > Duration::from_secs(max) {
+                return Err((key, format!("{} is out of range {min}s..={max}s", humantime::format_duration(d))));
+            }
+            Ok(())
+        };
+        range("soak", self.soak, 1, 3600)?;
+        range("deadline", self.deadline, 10, 86_400)?;
+        range("download_timeout", self.download_timeout, 5, 86_400)?;
+        if self.deadline < self.soak + Duration::from_secs(5) {
+            return Err(("deadline", format!("must exceed soak ({}) by at least 5s", humantime::format_duration(self.soak))));
+        }
+        if !(1..=512).contains(&self.max_size_mib) {
+            return Err(("max_size_mib", format!("{} is out of range 1..=512", self.max_size_mib)));
+        }
+        range("broker_timeout", self.broker_timeout, 1, 3600)?;
+        for (key, percent) in [
+            ("canary_max_rss_growth_percent", self.canary_max_rss_growth_percent),
+            ("canary_max_latency_growth_percent", self.canary_max_latency_growth_percent),
+        ] {
+            if !(1..=1000).contains(&percent) {
+                return Err((key, format!("{percent} is out of range 1..=1000")));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Config {
     /// Parses and validates configuration text; `path` only names the file in errors.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let de = toml::Deserializer::new(text);
@@ -414,21 +852,10 @@ impl Config {
             if key == "." {
                 key = "(file)".into();
             }
-            let line = inner
-                .span()
-                .map(|s| format!(" (line {})", text[..s.start].lines().count().max(1)))
-                .unwrap_or_default();
-            ConfigError {
-                file: path.to_path_buf(),
-                key,
-                reason: format!("{message}{line}"),
-            }
+            let line = inner.span().map(|s| format!(" (line {})", text[..s.start].matches('\n').count() + 1)).unwrap_or_default();
+            ConfigError { file: path.to_path_buf(), key, reason: format!("{message}{line}") }
         })?;
-        config.validate().map_err(|(key, reason)| ConfigError {
-            file: path.to_path_buf(),
-            key,
-            reason,
-        })?;
+        config.validate().map_err(|(key, reason)| ConfigError { file: path.to_path_buf(), key, reason })?;
         Ok(config)
     }
 
@@ -438,18 +865,7 @@ impl Config {
             Err((key.to_string(), reason.into()))
         }
         fn within(key: &str, d: Duration, min: Duration, max: Duration) -> Result<(), (String, String)> {
-            if d < min || d > max {
-                return bad(
-                    key,
-                    format!(
-                        "{} is out of range {}..={}",
-                        humantime::format_duration(d),
-                        humantime::format_duration(min),
-                        humantime::format_duration(max)
-                    ),
-                );
-            }
-            Ok(())
+            out_of_range(d, min, max).or_else(|r| bad(key, r))
         }
         let ms = Duration::from_millis;
         let s = Duration::from_secs;
@@ -474,6 +890,16 @@ impl Config {
             return bad("probe.max_connections", format!("{} is out of range 1..=1024", self.probe.max_connections));
         }
         within("probe.timeout", self.probe.timeout, ms(100), s(60))?;
+        if self.control.socket.as_ref().is_some_and(|p| p.as_os_str().is_empty() || p.as_os_str().len() > 107) {
+            return bad("control.socket", "must be a path of 1 to 107 bytes (the limit of a Unix socket address)");
+        }
+        if !(1..=256).contains(&self.control.max_request_mib) {
+            return bad("control.max_request_mib", format!("{} is out of range 1..=256", self.control.max_request_mib));
+        }
+        if !(1..=64).contains(&self.control.max_connections) {
+            return bad("control.max_connections", format!("{} is out of range 1..=64", self.control.max_connections));
+        }
+        within("control.timeout", self.control.timeout, ms(100), s(600))?;
         within("sampler.interval", self.sampler.interval, ms(100), s(3600))?;
         if !(1..=10_000).contains(&self.sampler.history) {
             return bad("sampler.history", format!("{} is out of range 1..=10000", self.sampler.history));
@@ -490,20 +916,110 @@ impl Config {
         if !(1..=1024).contains(&self.store.cache_mib) {
             return bad("store.cache_mib", format!("{} is out of range 1..=1024", self.store.cache_mib));
         }
+        if !(10..=1_000_000).contains(&self.store.max_outbox_messages) {
+            return bad("store.max_outbox_messages", format!("{} is out of range 10..=1000000", self.store.max_outbox_messages));
+        }
+        if !(1..=1024).contains(&self.store.max_outbox_mib) {
+            return bad("store.max_outbox_mib", format!("{} is out of range 1..=1024", self.store.max_outbox_mib));
+        }
         within("store.maintenance_interval", self.store.maintenance_interval, s(1), s(86_400))?;
         for (i, rule) in self.alerts.rule.iter().enumerate() {
             rule.validate().or_else(|(field, reason)| bad(&format!("alerts.rule[{i}].{field}"), reason))?;
         }
         if let Some(mqtt) = &self.mqtt {
-            mqtt.host_port().or_else(|r| bad("mqtt.url", r))?;
-            if mqtt.topic_prefix.is_empty() || mqtt.topic_prefix.contains(['+', '#', '/']) {
-                return bad("mqtt.topic_prefix", "must be one non-empty topic level without + # /");
+            mqtt.validate().or_else(|(key, reason)| bad(&format!("mqtt.{key}"), reason))?;
+        }
+        self.update.validate().or_else(|(key, reason)| bad(&format!("update.{key}"), reason))?;
+        self.validate_faces()
+    }
+
+    /// Ranges of `[capture]`, `[faces]`, `[pipeline]` and `[snapshots]`.
+    fn validate_faces(&self) -> Result<(), (String, String)> {
+        fn bad<T>(key: &str, reason: impl Into<String>) -> Result<T, (String, String)> {
+            Err((key.to_string(), reason.into()))
+        }
+        fn within(key: &str, d: Duration, min: Duration, max: Duration) -> Result<(), (String, String)> {
+            if d < min || d > max {
+                let f = humantime::format_duration;
+                return bad(key, format!("{} is out of range {}..={}", f(d), f(min), f(max)));
+            }
+            Ok(())
+        }
+        fn unit(key: &str, v: f32, min: f32, max: f32) -> Result<(), (String, String)> {
+            if !(min..=max).contains(&v) {
+                return bad(key, format!("{v} is out of range {min}..={max}"));
+            }
+            Ok(())
+        }
+        fn count(key: &str, v: usize, min: usize, max: usize) -> Result<(), (String, String)> {
+            if !(min..=max).contains(&v) {
+                return bad(key, format!("{v} is out of range {min}..={max}"));
+            }
+            Ok(())
+        }
+        let (ms, s) = (Duration::from_millis, Duration::from_secs);
+        let c = &self.capture;
+        match c.source {
+            CaptureSource::Files if c.path.is_none() => return bad("capture.path", "is required when capture.source = \"files\""),
+            CaptureSource::Command if c.command.first().is_none_or(|p| p.is_empty()) => {
+                return bad("capture.command", "needs a program (and its arguments) when capture.source = \"command\"")
+            }
+            CaptureSource::Http => match &c.url {
+                None => return bad("capture.url", "is required when capture.source = \"http\""),
+                Some(url) => parse_http_url(url).map(drop).or_else(|r| bad("capture.url", r))?,
+            },
+            _ => {}
+        }
+        within("capture.timeout", c.timeout, ms(100), s(120))?;
+        count("capture.frames", c.frames, 1, 10)?;
+        if !(1..=256).contains(&c.max_image_mib) {
+            return bad("capture.max_image_mib", format!("{} is out of range 1..=256", c.max_image_mib));
+        }
+        if !(0.01..=100.0).contains(&c.max_megapixels) {
+            return bad("capture.max_megapixels", format!("{} is out of range 0.01..=100", c.max_megapixels));
+        }
+        let f = &self.faces;
+        for (key, hash) in [("faces.detector_sha256", &f.detector_sha256), ("faces.embedder_sha256", &f.embedder_sha256)] {
+            if hash.len() != 64 || !hash.chars().all(|ch| ch.is_ascii_hexdigit()) {
+                return bad(key, format!("`{hash}` is not 64 hex digits"));
             }
         }
-        if self.capture.source == CaptureSource::Files && self.capture.path.is_none() {
-            return bad("capture.path", "is required when capture.source = \"files\"");
+        unit("faces.detect_threshold", f.detect_threshold, 0.05, 1.0)?;
+        unit("faces.nms_iou", f.nms_iou, 0.0, 1.0)?;
+        if !(8..=4096).contains(&f.min_face_px) {
+            return bad("faces.min_face_px", format!("{} is out of range 8..=4096", f.min_face_px));
+        }
+        unit("faces.min_sharpness", f.min_sharpness, 0.0, 10_000.0)?;
+        count("faces.max_faces_per_frame", f.max_faces_per_frame, 1, 10)?;
+        unit("faces.match_threshold", f.match_threshold, 0.0, 1.0)?;
+        unit("faces.block_threshold", f.block_threshold, 0.0, 1.0)?;
+        count("faces.max_samples_per_person", f.max_samples_per_person, 1, 100)?;
+        count("faces.max_people", f.max_people, 1, 100_000)?;
+        count("faces.accuracy_window", f.accuracy_window, 10, 10_000)?;
+        let p = &self.pipeline;
+        within("pipeline.ring_deadline", p.ring_deadline, ms(200), s(300))?;
+        within("pipeline.start_timeout", p.start_timeout, ms(500), s(600))?;
+        if !p.idle_exit.is_zero() {
+            within("pipeline.idle_exit", p.idle_exit, s(1), s(86_400))?;
+        }
+        within("pipeline.restart_backoff", p.restart_backoff, ms(10), s(600))?;
+        within("pipeline.restart_backoff_max", p.restart_backoff_max, p.restart_backoff, s(3600))?;
+        within("pipeline.health_interval", p.health_interval, ms(100), s(3600))?;
+        within("pipeline.budget", p.budget, ms(10), s(300))?;
+        count("snapshots.max_rings", self.snapshots.max_rings, 1, 10_000)?;
+        if !(1..=4096).contains(&self.snapshots.max_mib) {
+            return bad("snapshots.max_mib", format!("{} is out of range 1..=4096", self.snapshots.max_mib));
         }
         Ok(())
+    }
+
+    /// Where the local control socket is (see `ControlConfig::socket`).
+    pub fn control_socket(&self) -> PathBuf {
+        match &self.control.socket {
+            Some(path) => path.clone(),
+            None if self.data_dir == Path::new(DEFAULT_DATA_DIR) => PathBuf::from(DEVICE_CONTROL_SOCKET),
+            None => self.data_dir.join("control.sock"),
+        }
     }
 
     /// The configured device id, or the one discovered on this machine.
@@ -515,10 +1031,7 @@ impl Config {
 impl RuleConfig {
     fn validate(&self) -> Result<(), (&'static str, String)> {
         if !crate::alerts::READINGS.contains(&self.metric.as_str()) {
-            return Err((
-                "metric",
-                format!("unknown metric `{}`; known: {}", self.metric, crate::alerts::READINGS.join(", ")),
-            ));
+            return Err(("metric", format!("unknown metric `{}`; known: {}", self.metric, crate::alerts::READINGS.join(", "))));
         }
         validate_device_id(&self.name).map_err(|r| ("name", r))?;
         match self.kind {
@@ -554,6 +1067,21 @@ impl RuleConfig {
     }
 }
 
+/// Splits `http://host[:port]/path` into `host:port` and the path.
+pub fn parse_http_url(url: &str) -> Result<(String, String), String> {
+    let rest = url.strip_prefix("http://").ok_or_else(|| format!("`{url}` must start with http:// (https is not supported)"))?;
+    let (host, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if host.is_empty() || host.contains('@') {
+        return Err(format!("`{url}` needs a host (credentials in the URL are not supported)"));
+    }
+    let host_port =
+        if host.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) { host.to_string() } else { format!("{host}:80") };
+    Ok((host_port, path.to_string()))
+}
+
 /// A device id must be one MQTT topic level: 1–64 of `[A-Za-z0-9_.-]`.
 pub fn validate_device_id(id: &str) -> Result<(), String> {
     if id.is_empty() || id.len() > 64 {
@@ -568,15 +1096,14 @@ pub fn validate_device_id(id: &str) -> Result<(), String> {
 /// Pi serial from /proc/cpuinfo, then /etc/machine-id, then the hostname.
 pub fn discover_device_id() -> String {
     let serial = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|info| {
-        info.lines()
-            .find_map(|l| l.strip_prefix("Serial").map(|v| v.trim_start_matches([' ', '\t', ':']).trim().to_string()))
+        info.lines().find_map(|l| l.strip_prefix("Serial").map(|v| v.trim_start_matches([' ', '\t', ':']).trim().to_string()))
     });
     let machine_id = || std::fs::read_to_string("/etc/machine-id").ok().map(|s| s.trim().to_string());
     let hostname = || std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|s| s.trim().to_string());
     [serial, machine_id(), hostname()]
         .into_iter()
         .flatten()
-        .find(|id| validate_device_id(id).is_ok() && id.trim_matches('0') != "")
+        .find(|id| validate_device_id(id).is_ok() && !id.trim_matches('0').is_empty())
         .unwrap_or_else(|| "doorbell".into())
 }
 
@@ -649,8 +1176,16 @@ mod tests {
     }
 
     #[test]
+    fn http_urls() {
+        assert_eq!(parse_http_url("http://cam/snap.jpg").unwrap(), ("cam:80".into(), "/snap.jpg".into()));
+        assert_eq!(parse_http_url("http://10.0.0.2:8081").unwrap(), ("10.0.0.2:8081".into(), "/".into()));
+        assert!(parse_http_url("https://cam/x").is_err());
+        assert!(parse_http_url("http://u:p@cam/x").is_err());
+    }
+
+    #[test]
     fn broker_url_defaults_port_by_scheme() {
-        let m = |url: &str| MqttConfig { url: url.into(), topic_prefix: "d".into() }.host_port();
+        let m = |url: &str| MqttConfig { url: url.into(), ..MqttConfig::default() }.host_port();
         assert_eq!(m("mqtt://b").unwrap(), ("b".into(), 1883));
         assert_eq!(m("mqtts://b.example:9000").unwrap(), ("b.example".into(), 9000));
         assert!(m("mqtt://b:x").is_err());

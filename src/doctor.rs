@@ -35,21 +35,11 @@ pub struct Finding {
 }
 
 fn finding(name: &'static str, verdict: Verdict, detail: impl Into<String>, fix: impl Into<String>) -> Finding {
-    Finding {
-        name,
-        verdict,
-        detail: detail.into(),
-        fix: fix.into(),
-    }
+    Finding { name, verdict, detail: detail.into(), fix: fix.into() }
 }
 
 /// Where unit files may be installed.
-const UNIT_DIRS: &[&str] = &[
-    "/etc/systemd/system",
-    "/usr/local/lib/systemd/system",
-    "/lib/systemd/system",
-    "/usr/lib/systemd/system",
-];
+const UNIT_DIRS: &[&str] = &["/etc/systemd/system", "/usr/local/lib/systemd/system", "/lib/systemd/system", "/usr/lib/systemd/system"];
 
 /// Runs every check. `loaded` is the result of loading the config file at `path`.
 pub fn run(path: &Path, loaded: Result<Config, ConfigError>) -> Vec<Finding> {
@@ -111,14 +101,24 @@ fn gpio(cfg: &Config) -> Finding {
     }
     let chip = Path::new("/dev/gpiochip0");
     if !chip.exists() {
-        return finding("gpio", Verdict::Fail, "no /dev/gpiochip0", "run on a Raspberry Pi with a kernel that has the GPIO character device");
+        return finding(
+            "gpio",
+            Verdict::Fail,
+            "no /dev/gpiochip0",
+            "run on a Raspberry Pi with a kernel that has the GPIO character device",
+        );
     }
     let Ok(c) = CString::new("/dev/gpiochip0") else {
         return finding("gpio", Verdict::Fail, "bad device path", "");
     };
     // SAFETY: access() only reads the NUL-terminated path.
     if unsafe { libc::access(c.as_ptr(), libc::R_OK | libc::W_OK) } != 0 {
-        return finding("gpio", Verdict::Fail, "/dev/gpiochip0 is not readable and writable by this user", "add the service user to the `gpio` group");
+        return finding(
+            "gpio",
+            Verdict::Fail,
+            "/dev/gpiochip0 is not readable and writable by this user",
+            "add the service user to the `gpio` group",
+        );
     }
     finding("gpio", Verdict::Pass, format!("/dev/gpiochip0 accessible, button on BCM {}", cfg.gpio.pin), "")
 }
@@ -131,10 +131,20 @@ fn clock() -> Finding {
         (state, tx.status)
     };
     if crate::time::now_ms() < 1_704_067_200_000 {
-        return finding("clock", Verdict::Fail, "the clock is before 2024", "a Pi has no RTC: enable systemd-timesyncd and give it network");
+        return finding(
+            "clock",
+            Verdict::Fail,
+            "the clock is before 2024",
+            "a Pi has no RTC: enable systemd-timesyncd and give it network",
+        );
     }
     if state == libc::TIME_ERROR || status & libc::STA_UNSYNC != 0 {
-        return finding("clock", Verdict::Warn, "not synchronised by NTP", "enable systemd-timesyncd (timestamps of rings and alerts depend on it)");
+        return finding(
+            "clock",
+            Verdict::Warn,
+            "not synchronised by NTP",
+            "enable systemd-timesyncd (timestamps of rings and alerts depend on it)",
+        );
     }
     finding("clock", Verdict::Pass, "synchronised", "")
 }
@@ -154,8 +164,15 @@ fn unit() -> Finding {
 fn agent(cfg: &Config) -> Finding {
     match crate::client::request(cfg.probe.listen, "GET", "/health", Duration::from_secs(2)) {
         Ok((200, body)) => finding("agent", Verdict::Pass, format!("running, /health: {}", summary(&body)), ""),
-        Ok((code, body)) => finding("agent", Verdict::Fail, format!("running but unhealthy ({code}): {}", summary(&body)), "see `doorbell-agent status` and `journalctl -u doorbell-agent`"),
-        Err(_) => finding("agent", Verdict::Warn, format!("not answering on {}", cfg.probe.listen), "start it: `systemctl start doorbell-agent`"),
+        Ok((code, body)) => finding(
+            "agent",
+            Verdict::Fail,
+            format!("running but unhealthy ({code}): {}", summary(&body)),
+            "see `doorbell-agent status` and `journalctl -u doorbell-agent`",
+        ),
+        Err(_) => {
+            finding("agent", Verdict::Warn, format!("not answering on {}", cfg.probe.listen), "start it: `systemctl start doorbell-agent`")
+        }
     }
 }
 
@@ -168,7 +185,12 @@ fn summary(body: &str) -> String {
 
 fn broker(cfg: &Config) -> Finding {
     let Some(mqtt) = &cfg.mqtt else {
-        return finding("broker", Verdict::Warn, "no [mqtt] section: the device reports to no fleet", "add `[mqtt] url = \"mqtts://broker:8883\"`");
+        return finding(
+            "broker",
+            Verdict::Warn,
+            "no [mqtt] section: the device reports to no fleet",
+            "add `[mqtt] url = \"mqtts://broker:8883\"`",
+        );
     };
     let Ok((host, port)) = mqtt.host_port() else {
         return finding("broker", Verdict::Fail, format!("bad url {}", mqtt.url), "");

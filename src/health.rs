@@ -64,11 +64,7 @@ pub struct Board(Arc<Mutex<BTreeMap<&'static str, Check>>>);
 impl Board {
     /// Records the latest result of a check.
     pub fn set(&self, name: &'static str, importance: Importance, ok: bool, detail: impl Into<String>) {
-        let check = Check {
-            importance,
-            ok,
-            detail: detail.into(),
-        };
+        let check = Check { importance, ok, detail: detail.into() };
         self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(name, check);
     }
 

@@ -7,20 +7,33 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use ed25519_dalek::VerifyingKey;
 use tokio::sync::{mpsc, watch};
 
 use doorbell_agent::alerts::{self, Engine, Input as AlertInput};
+use doorbell_agent::cmd::{Context, Dispatcher, Ledger};
 use doorbell_agent::config::{self, Config, Severity};
-use doorbell_agent::gpio::{self, PressFilter, PressSink};
+use doorbell_agent::fault::{self, Fault};
+use doorbell_agent::fleet::{operator, Announcer, Link, LinkState, Topics};
+use doorbell_agent::gpio::{self, PressSink};
 use doorbell_agent::health::{Board, Importance};
+use doorbell_agent::local::{self, faces::FacesCommand};
+use doorbell_agent::logging::Recent;
 use doorbell_agent::metrics::Metrics;
-use doorbell_agent::pipeline::{self, NoFace, RingFlow, RingStats};
+use doorbell_agent::pipeline::control::FacesHandle;
+use doorbell_agent::pipeline::{self, Recognizer, RingFlow, RingStats};
 use doorbell_agent::probe::{self, Probe};
 use doorbell_agent::sampler::{self, Sampler};
+use doorbell_agent::settings::{self, Settings};
+use doorbell_agent::slot::ctl::Requests;
+use doorbell_agent::slot::Layout;
 use doorbell_agent::status::{self, Info, View};
 use doorbell_agent::store::{self, Store};
+use doorbell_agent::update::canary::{self, Canary};
+use doorbell_agent::update::history::History;
+use doorbell_agent::update::trial::{self, BrokerReachable, RequiredHealth, UpdateView};
 use doorbell_agent::{client, doctor, logging, shutdown, systemd, VERSION};
 
 /// Exit code for configuration errors (EX_CONFIG).
@@ -42,6 +55,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start; the size of the `fleet` variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the agent in the foreground (what the systemd unit starts).
@@ -56,37 +71,102 @@ enum Command {
     },
     /// Press the simulated doorbell button of a running agent.
     Press,
+    /// The face gallery of a running agent: enroll, remove, list, feedback, export, import
+    /// (through its local control socket).
+    #[command(subcommand)]
+    Faces(FacesCommand),
     /// Check that this device is ready to run the agent; exit 1 on any failure.
     Doctor,
+    /// Operate the fleet over MQTT: list devices, send commands, watch events.
+    Fleet {
+        #[command(flatten)]
+        broker: operator::Broker,
+        #[command(subcommand)]
+        action: operator::Action,
+    },
+    /// The face pipeline worker the agent starts itself (speaks postcard on stdin/stdout).
+    #[cfg(feature = "faces")]
+    #[command(hide = true)]
+    PipelineWorker,
+    /// A/B self-update: apply a signed artifact, roll back, show state and history.
+    #[command(subcommand)]
+    Update(UpdateCommand),
+}
+
+#[derive(Subcommand)]
+enum UpdateCommand {
+    /// Verify and stage a signed artifact (file or http:// URL); the agent restarts into it
+    /// on trial and commits it once healthy, or it is rolled back.
+    Apply {
+        /// Artifact file or http:// URL.
+        source: String,
+        /// Allow a downgrade, a reinstall, or a version that failed here before.
+        #[arg(long)]
+        force: bool,
+        /// Return once the trial has started instead of waiting for its outcome.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Slots, trial and last outcome (from the slot state; works with the agent down).
+    Status {
+        /// Print the raw slot state.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Roll back: end the running trial, or go back to the other slot.
+    Rollback,
+    /// Past updates with outcome, reason and timings (from the running agent's store).
+    History {
+        /// Entries to show.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u16).range(1..=200))]
+        limit: u16,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init();
+    if !matches!(cli.command, Command::Run) {
+        shutdown::die_on_broken_pipe();
+    }
+    let logs = logging::init();
     match cli.command {
         Command::Doctor => {
-            let findings = doctor::run(&cli.config, Config::load(&cli.config));
+            let findings = doctor::run(&cli.config, settings::load(&cli.config).map(|loaded| loaded.config));
             let (text, verdict) = doctor::render(&findings);
             print!("{text}");
             ExitCode::from(u8::from(verdict == doctor::Verdict::Fail))
         }
+        Command::Fleet { broker, action } => match operator::run(broker, action) {
+            Ok(code) => ExitCode::from(code),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         command => {
-            let cfg = match Config::load(&cli.config) {
-                Ok(cfg) => cfg,
+            let loaded = match settings::load(&cli.config) {
+                Ok(loaded) => loaded,
                 Err(e) => {
                     eprintln!("configuration error: {e}");
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
             let result = match command {
-                Command::Run => run(cfg),
-                Command::CheckConfig => check_config(&cli.config, &cfg),
-                Command::Status { json } => show_status(&cfg, json),
-                Command::Press => press(&cfg),
-                Command::Doctor => unreachable!("handled above"),
+                Command::Run => run(&cli.config, loaded, logs),
+                #[cfg(feature = "faces")]
+                Command::PipelineWorker => doorbell_agent::worker::serve::serve(&loaded.config).context("pipeline worker").map(|()| 0),
+                Command::CheckConfig => check_config(&cli.config, &loaded).map(|()| 0),
+                Command::Status { json } => show_status(&loaded.config, json).map(|()| 0),
+                Command::Press => press(&loaded.config).map(|()| 0),
+                Command::Faces(f) => local::faces::run(&loaded.config, f).map(|()| 0),
+                Command::Update(u) => update(&loaded.config, u).map(|()| 0),
+                Command::Doctor | Command::Fleet { .. } => unreachable!("handled above"),
             };
             match result {
-                Ok(()) => ExitCode::SUCCESS,
+                Ok(code) => ExitCode::from(code),
                 Err(e) => {
                     eprintln!("error: {e:#}");
                     ExitCode::FAILURE
@@ -96,10 +176,26 @@ fn main() -> ExitCode {
     }
 }
 
-fn check_config(path: &Path, cfg: &Config) -> anyhow::Result<()> {
+fn update(cfg: &Config, command: UpdateCommand) -> anyhow::Result<()> {
+    use doorbell_agent::update::cli;
+    match command {
+        UpdateCommand::Apply { source, force, no_wait } => cli::apply(cfg, &source, force, !no_wait),
+        UpdateCommand::Status { json } => cli::status(cfg, json),
+        UpdateCommand::Rollback => cli::rollback(cfg),
+        UpdateCommand::History { limit, json } => cli::history(cfg, limit.into(), json),
+    }
+}
+
+fn check_config(path: &Path, loaded: &settings::Loaded) -> anyhow::Result<()> {
     println!("{}: valid", path.display());
-    println!("# device_id = {:?} (effective)", cfg.device_id());
-    print!("{}", toml::to_string(cfg).context("rendering the effective configuration")?);
+    if let Some(overlay) = &loaded.overlay {
+        println!("# with the fleet's changes from {}", overlay.display());
+    }
+    if let Some(warning) = &loaded.warning {
+        println!("# WARNING: {warning}");
+    }
+    println!("# device_id = {:?} (effective)", loaded.config.device_id());
+    print!("{}", toml::to_string(&loaded.config).context("rendering the effective configuration")?);
     Ok(())
 }
 
@@ -127,7 +223,16 @@ fn press(cfg: &Config) -> anyhow::Result<()> {
     }
 }
 
-fn run(cfg: Config) -> anyhow::Result<()> {
+fn run(path: &Path, loaded: settings::Loaded, logs: Recent) -> anyhow::Result<u8> {
+    if fault::active() == Some(Fault::CrashAtStart) {
+        std::process::abort();
+    }
+    if fault::active() == Some(Fault::Bloat) {
+        // Written, so every page is resident; leaked, so it stays for the process's life.
+        let ballast: &'static mut [u8] = Box::leak(vec![0xA5u8; fault::BLOAT_MIB * 1024 * 1024].into_boxed_slice());
+        std::hint::black_box(ballast);
+    }
+    doorbell_agent::memory::limit_arenas();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(4)
@@ -135,16 +240,51 @@ fn run(cfg: Config) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(agent(cfg))
+    runtime.block_on(agent(path, loaded, logs))
 }
 
-async fn agent(cfg: Config) -> anyhow::Result<()> {
+/// The face recognizer: the real one (its worker is this binary, `pipeline-worker`), or the
+/// refusing stand-in of a build without the `faces` feature.
+#[cfg(feature = "faces")]
+fn recognizer(
+    cfg: &Config,
+    config_path: &Path,
+    store: &Store,
+    metrics: &Arc<Metrics>,
+    health: &Board,
+    alerts: &mpsc::Sender<AlertInput>,
+) -> anyhow::Result<Box<dyn Recognizer>> {
+    use doorbell_agent::faces::{Parts, Recognition};
+    // /proc/self/exe runs exactly this binary even after an update replaced the file.
+    let worker = (PathBuf::from("/proc/self/exe"), vec!["-c".into(), config_path.as_os_str().to_owned(), "pipeline-worker".into()]);
+    let parts = Parts { store: store.clone(), metrics: metrics.clone(), health: health.clone(), alerts: alerts.clone(), worker };
+    health.set("pipeline", Importance::Required, true, "worker not started yet");
+    Ok(Box::new(Recognition::new(cfg, parts).context("opening the face gallery")?))
+}
+
+#[cfg(not(feature = "faces"))]
+fn recognizer(
+    _cfg: &Config,
+    _config_path: &Path,
+    _store: &Store,
+    _metrics: &Arc<Metrics>,
+    health: &Board,
+    _alerts: &mpsc::Sender<AlertInput>,
+) -> anyhow::Result<Box<dyn Recognizer>> {
+    health.set("pipeline", Importance::Required, false, pipeline::NOT_BUILT_IN);
+    Ok(Box::new(pipeline::NotBuiltIn))
+}
+
+async fn agent(path: &Path, loaded: settings::Loaded, logs: Recent) -> anyhow::Result<u8> {
     let started = Instant::now();
+    let cfg = loaded.config.clone();
+    let settings = Settings::new(path, loaded.config);
     let metrics = Arc::new(Metrics::default());
     metrics.build_info.set(&[VERSION], 1.0);
     let health = Board::default();
     let device_id = cfg.device_id();
     let (trigger, shutdown) = shutdown::channel();
+    let (stopper, mut stop_requests) = shutdown::stopper();
 
     let (store, reset) = {
         let (dir, limits, m) = (cfg.data_dir.clone(), cfg.store.clone(), metrics.clone());
@@ -153,17 +293,22 @@ async fn agent(cfg: Config) -> anyhow::Result<()> {
     .with_context(|| format!("opening the store in {}", cfg.data_dir.display()))?;
     health.set("store", Importance::Required, true, "open");
 
+    let announce = cfg.mqtt.as_ref().map(|m| Announcer::new(Topics::new(&m.topic_prefix, &device_id)));
     let (alerts_tx, alerts_rx) = mpsc::channel(alerts::QUEUE);
-    let (engine, active_alerts) = Engine::new(&cfg.alerts, store.clone(), metrics.clone(), health.clone());
+    let (engine, active_alerts) = Engine::new(&cfg.alerts, store.clone(), announce.clone(), metrics.clone(), health.clone());
     let engine = std::thread::Builder::new().name("alerts".into()).spawn(move || engine.run(alerts_rx))?;
     if let Some(reset) = reset {
         let message = format!("store was unreadable ({}); moved to {} and started fresh", reset.reason, reset.moved_to.display());
         alerts_tx.send(AlertInput::Event { key: "store_reset", severity: Severity::Critical, message }).await?;
     }
+    if let Some(warning) = loaded.warning {
+        log::warn!("{warning}");
+        alerts_tx.send(AlertInput::Event { key: "config_overlay_ignored", severity: Severity::Major, message: warning }).await?;
+    }
 
     let (sink, raw_presses) = PressSink::channel(metrics.clone());
     let (mut button, simulator) = gpio::backend(&cfg.gpio);
-    match button.start(sink) {
+    match button.start(sink.clone()) {
         Ok(()) => health.set("gpio", Importance::Required, true, button.describe()),
         Err(e) => {
             log::error!("button unavailable: {e}");
@@ -173,25 +318,71 @@ async fn agent(cfg: Config) -> anyhow::Result<()> {
         }
     }
     let (ring_tx, ring_rx) = mpsc::channel(pipeline::QUEUE);
-    let filter = tokio::spawn(gpio::run(raw_presses, ring_tx, PressFilter::new(&cfg.gpio), metrics.clone(), shutdown.clone()));
+    let filter = tokio::spawn(gpio::run(raw_presses, ring_tx, metrics.clone(), settings.subscribe(), shutdown.clone()));
 
     let (stats_tx, stats_rx) = watch::channel(RingStats::default());
     let flow = RingFlow {
         store: store.clone(),
+        announce: announce.clone(),
         metrics: metrics.clone(),
-        recognizer: Box::new(NoFace),
+        recognizer: recognizer(&cfg, path, &store, &metrics, &health, &alerts_tx)?,
         alerts: alerts_tx.clone(),
         stats: stats_tx,
+        budget: cfg.pipeline.budget,
     };
-    let flow = std::thread::Builder::new().name("rings".into()).spawn(move || flow.run(ring_rx))?;
-    health.set("pipeline", Importance::Required, true, "placeholder stage (no camera): rings are recorded as no_face");
+    // The control API of the pipeline owner; fleet commands (face/…) reach it through `faces`.
+    let (faces, control_rx) = FacesHandle::channel();
+    let handle = tokio::runtime::Handle::current();
+    let flow = std::thread::Builder::new().name("rings".into()).spawn(move || flow.run(handle, ring_rx, control_rx))?;
+    if fault::active() == Some(Fault::Unhealthy) {
+        // Its own check: the recognizer keeps `pipeline` up to date and would overwrite it.
+        health.set("pipeline_self_test", Importance::Required, false, "fault injection: the pipeline self-test fails");
+    }
 
     let (samples_tx, samples_rx) = watch::channel(VecDeque::new());
     let sampler = Sampler::new(&cfg.sampler, &cfg.data_dir);
-    let sampling = tokio::spawn(sampler::run(sampler, samples_tx, alerts_tx.clone(), metrics.clone(), health.clone(), shutdown.clone()));
+    let sampling = tokio::spawn(sampler::run(
+        sampler,
+        samples_tx,
+        alerts_tx.clone(),
+        metrics.clone(),
+        health.clone(),
+        settings.subscribe(),
+        shutdown.clone(),
+    ));
+    let rules = tokio::spawn(alerts::follow_rules(settings.subscribe(), alerts_tx.clone(), shutdown.clone()));
     let maintenance = tokio::spawn(store::maintain(store.clone(), cfg.store.maintenance_interval, health.clone(), shutdown.clone()));
 
+    let layout = Layout::from_config(&cfg.update);
+    let history = History::open(&store).context("opening the update history")?;
+    let (update_tx, update_rx) = watch::channel(UpdateView::default());
+    let (link_tx, link_rx) = watch::channel(LinkState::default());
+    // A broker wait that outlasts the deadline would be reported as a missed deadline.
+    let broker_timeout = cfg.update.broker_timeout.min(cfg.update.deadline.saturating_sub(cfg.update.soak));
+    let mut checks: Vec<Box<dyn trial::TrialCheck>> = vec![
+        Box::new(RequiredHealth::new(health.clone())),
+        Box::new(BrokerReachable::new(cfg.mqtt.as_ref().map(|m| m.url.clone()), link_rx.clone(), broker_timeout)),
+    ];
+    if cfg.update.canary {
+        let limits = canary::Limits::from_config(&cfg.update);
+        checks.push(Box::new(Canary::new(metrics.clone(), Requests::new(&cfg.data_dir).dir, limits)));
+    }
+    let updates = trial::Task {
+        layout: layout.clone(),
+        requests: Requests::new(&cfg.data_dir),
+        soak: cfg.update.soak,
+        history: history.clone(),
+        checks,
+        canary: cfg.update.canary.then(|| metrics.clone()),
+        alerts: alerts_tx.clone(),
+        view: update_tx,
+        stop: stopper.clone(),
+    };
+    updates.catch_up().await;
+
     let listener = probe::bind(&cfg.probe).with_context(|| format!("binding the probe on {}", cfg.probe.listen))?;
+    // The bound address, which differs from the configured one when it asks for port 0.
+    let listen = listener.local_addr().context("reading the probe address")?;
     let view = View {
         info: Info {
             device_id: device_id.clone(),
@@ -199,40 +390,117 @@ async fn agent(cfg: Config) -> anyhow::Result<()> {
             started_ms: doorbell_agent::time::now_ms(),
             started,
             gpio: button.describe(),
-            listen: cfg.probe.listen.to_string(),
-            mqtt_configured: cfg.mqtt.is_some(),
+            listen: listen.to_string(),
         },
         health: health.clone(),
         store: store.clone(),
         samples: samples_rx,
         rings: stats_rx,
         alerts: active_alerts,
+        link: cfg.mqtt.is_some().then_some(link_rx),
+        update: update_rx,
+        history,
     };
-    let state = probe::State {
-        view: view.clone(),
+
+    // One dispatcher for fleet (MQTT) and local (control socket) commands.
+    let (commands_tx, commands_rx) = mpsc::channel(32);
+    let ledger = Ledger::open(&store).context("opening the command ledger")?;
+    let key = match &cfg.mqtt {
+        Some(mqtt) => {
+            mqtt.command_key().map_err(anyhow::Error::msg)?.map(|k| VerifyingKey::from_bytes(&k)).transpose().context("mqtt.command_key")?
+        }
+        None => None,
+    };
+    let commands = Dispatcher {
+        ctx: Context {
+            view: view.clone(),
+            alerts: alerts_tx.clone(),
+            press: sink,
+            logs,
+            settings: settings.clone(),
+            stop: stopper,
+            faces,
+            update_lock: Arc::default(),
+        },
+        store: store.clone(),
+        ledger,
+        announce: announce.clone(),
+        max_bytes: cfg.mqtt.as_ref().map_or(0, |m| m.max_command_bytes),
+        max_local_bytes: cfg.control.max_request_bytes(),
+        key,
         metrics: metrics.clone(),
-        simulator,
-        sample_interval: cfg.sampler.interval,
     };
+    let dispatcher = tokio::spawn(commands.run(commands_rx, shutdown.clone()));
+    // Without the socket the doorbell still rings and the fleet still commands: an alert, not
+    // a failed start (a unit older than this version has no RuntimeDirectory= for it).
+    let socket = cfg.control_socket();
+    let control = match local::Server::bind(&socket, &cfg.control) {
+        Ok(server) => Some(tokio::spawn(server.run(commands_tx.clone(), shutdown.clone()))),
+        Err(e) => {
+            log::error!("local control socket unavailable: {e}");
+            let message = format!("local control socket unavailable (doorbell-agent faces … cannot reach the agent): {e}");
+            alerts_tx.send(AlertInput::Event { key: "control_socket_unavailable", severity: Severity::Major, message }).await?;
+            None
+        }
+    };
+
+    // The fleet link stops last, after everything that queues messages has been stored.
+    let (link_trigger, link_shutdown) = shutdown::channel();
+    let mut link = None;
+    if let (Some(mqtt), Some(announce)) = (&cfg.mqtt, &announce) {
+        let task = Link {
+            cfg: mqtt.clone(),
+            topics: announce.topics().clone(),
+            store: store.clone(),
+            view: view.clone(),
+            metrics: metrics.clone(),
+            health: health.clone(),
+            commands: commands_tx,
+            alerts: alerts_tx.downgrade(),
+            state: link_tx,
+            config: settings.subscribe(),
+        };
+        link = Some(tokio::spawn(task.run(link_shutdown)));
+    }
+
+    let state = probe::State { view: view.clone(), metrics: metrics.clone(), simulator, config: settings.subscribe() };
     let probe = Probe::start(listener, &cfg.probe, state).map_err(|e| anyhow::anyhow!("starting the probe: {e}"))?;
 
+    if fault::active() == Some(Fault::HangBeforeReady) {
+        log::warn!("fault injection: hanging before READY");
+        std::future::pending::<()>().await;
+    }
+    let updating = tokio::spawn(updates.run(shutdown.clone()));
+    doorbell_agent::memory::shed_unused_code();
     systemd::ready(&view.line());
     log::info!(
-        "doorbell-agent {VERSION} ready in {} ms: device {device_id}, button {}, probe http://{}",
+        "doorbell-agent {VERSION} ready in {} ms: device {device_id}, button {}, control {}, probe http://{}",
         started.elapsed().as_millis(),
         button.describe(),
-        cfg.probe.listen
+        socket.display(),
+        listen
     );
     let supervisor = tokio::spawn(systemd::supervise(view, shutdown.clone()));
 
-    let signal = wait_for_signal().await?;
-    log::info!("{signal} received: stopping");
+    let code = tokio::select! {
+        signal = wait_for_signal() => {
+            log::info!("{} received: stopping", signal?);
+            0
+        }
+        Some(stop) = stop_requests.recv() => {
+            log::info!("stopping with exit code {}: {}", stop.code, stop.reason);
+            stop.code
+        }
+    };
     systemd::stopping("stopping: finishing rings and flushing the store");
     let deadline = tokio::time::Instant::now() + STOP_BUDGET;
     trigger.fire();
     // Intake first: the button, then the tasks; the ring thread drains what was accepted.
     drop(button);
-    for task in [filter, sampling, maintenance, supervisor] {
+    for task in [Some(filter), Some(sampling), Some(rules), Some(maintenance), Some(supervisor), Some(updating), control, Some(dispatcher)]
+        .into_iter()
+        .flatten()
+    {
         let _ = tokio::time::timeout_at(deadline, task).await;
     }
     drop(alerts_tx);
@@ -241,16 +509,21 @@ async fn agent(cfg: Config) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || {
             let _ = flow.join();
             let _ = engine.join();
-            probe.stop();
         }),
     )
     .await;
     if joined.is_err() {
-        log::warn!("components did not stop within {STOP_BUDGET:?}; flushing and exiting anyway");
+        log::warn!("rings and alerts did not drain within {STOP_BUDGET:?}");
     }
+    // Everything is stored now: the link sends what it can and says goodbye.
+    link_trigger.fire();
+    if let Some(link) = link {
+        let _ = tokio::time::timeout_at(deadline, link).await;
+    }
+    tokio::task::spawn_blocking(move || probe.stop()).await?;
     tokio::task::spawn_blocking(move || store.flush()).await??;
     log::info!("stopped cleanly");
-    Ok(())
+    Ok(code)
 }
 
 async fn wait_for_signal() -> anyhow::Result<&'static str> {

@@ -10,9 +10,7 @@ use std::fmt::Write;
 use std::sync::Mutex;
 
 /// Latency buckets in seconds, tuned for millisecond-scale work on a Pi.
-const LATENCY_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-];
+const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
 
 #[derive(Debug, Clone, Copy)]
 enum Kind {
@@ -46,13 +44,7 @@ pub struct Family {
 
 impl Family {
     const fn new(name: &'static str, help: &'static str, kind: Kind, labels: &'static [&'static str]) -> Self {
-        Family {
-            name,
-            help,
-            kind,
-            labels,
-            series: Mutex::new(BTreeMap::new()),
-        }
+        Family { name, help, kind, labels, series: Mutex::new(BTreeMap::new()) }
     }
 
     fn with<R>(&self, values: &[&str], f: impl FnOnce(&mut Value) -> R) -> R {
@@ -60,11 +52,7 @@ impl Family {
         let mut series = self.series.lock().unwrap_or_else(|p| p.into_inner());
         let key: Vec<String> = values.iter().map(|v| v.to_string()).collect();
         let value = series.entry(key).or_insert_with(|| match self.kind {
-            Kind::Histogram => Value::Histogram(Histogram {
-                counts: vec![0; LATENCY_BUCKETS.len()],
-                sum: 0.0,
-                count: 0,
-            }),
+            Kind::Histogram => Value::Histogram(Histogram { counts: vec![0; LATENCY_BUCKETS.len()], sum: 0.0, count: 0 }),
             _ => Value::Scalar(0.0),
         });
         f(value)
@@ -122,6 +110,18 @@ impl Family {
             .sum()
     }
 
+    /// Every series of a counter or gauge with a non-zero value: label values and value.
+    pub fn nonzero(&self) -> Vec<(Vec<String>, f64)> {
+        let series = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        series
+            .iter()
+            .filter_map(|(labels, v)| match v {
+                Value::Scalar(x) if *x != 0.0 => Some((labels.clone(), *x)),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Estimated quantile (0..1) of a histogram series, from its buckets.
     pub fn quantile(&self, labels: &[&str], q: f64) -> Option<f64> {
         self.with(labels, |value| {
@@ -151,12 +151,7 @@ impl Family {
         let series = self.series.lock().unwrap_or_else(|p| p.into_inner());
         for (values, value) in series.iter() {
             let labels = |extra: Option<(&str, String)>| {
-                let mut pairs: Vec<String> = self
-                    .labels
-                    .iter()
-                    .zip(values)
-                    .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
-                    .collect();
+                let mut pairs: Vec<String> = self.labels.iter().zip(values).map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
                 if let Some((k, v)) = extra {
                     pairs.push(format!("{k}=\"{v}\""));
                 }
@@ -281,12 +276,44 @@ families! {
     store_pruned: Counter "doorbell_store_pruned_total" ["tree"] "Records pruned to keep the store within its bounds.";
     /// Records skipped when reading.
     store_skipped: Counter "doorbell_store_skipped_records_total" ["reason"] "Stored records skipped on read (corrupt, newer_version).";
+    /// Outbox messages dropped because the outbox was full.
+    outbox_dropped: Counter "doorbell_outbox_dropped_total" ["severity"] "Outbox messages dropped because the outbox was full, by severity.";
+    /// Fleet link state.
+    mqtt_connected: Gauge "doorbell_mqtt_connected" [] "1 while connected to the fleet broker.";
+    /// Fleet link connections.
+    mqtt_connects: Counter "doorbell_mqtt_connects_total" [] "Connections to the fleet broker (the first one and every reconnection).";
+    /// Outbox messages handed to the broker.
+    mqtt_published: Counter "doorbell_mqtt_published_total" [] "Outbox messages published (re-sends included).";
+    /// Outbox messages acknowledged.
+    mqtt_acked: Counter "doorbell_mqtt_acked_total" [] "Outbox messages acknowledged by the broker (PUBACK) and removed.";
+    /// Fleet commands.
+    commands: Counter "doorbell_commands_total" ["event"] "Fleet commands: received, busy, repeated, and each lifecycle step.";
     /// HTTP requests by code.
     http_requests: Counter "doorbell_http_requests_total" ["code"] "Probe HTTP requests by status code.";
     /// Health check state.
     health_check: Gauge "doorbell_health_check" ["check"] "Health check state (1 = passing).";
     /// Health score.
     health_score: Gauge "doorbell_health_score" [] "Composite health score from 0 to 1.";
+    /// Presses waiting for the ring thread.
+    pipeline_queue: Gauge "doorbell_pipeline_queue_depth" [] "Accepted presses waiting for the pipeline.";
+    /// Worker health.
+    worker_health: Gauge "doorbell_pipeline_worker_health" [] "Pipeline worker health (1 = up or idle by design, 0 = failed).";
+    /// Worker starts.
+    worker_starts: Counter "doorbell_pipeline_worker_starts_total" [] "Pipeline worker processes started.";
+    /// Worker failures by kind.
+    worker_failures: Counter "doorbell_pipeline_worker_failures_total" ["kind"] "Pipeline worker failures (crash, timeout, models).";
+    /// Worker cold start.
+    worker_start_seconds: Histogram "doorbell_pipeline_worker_start_seconds" [] "Time from starting the worker to its models being loaded.";
+    /// Gallery size.
+    gallery_size: Gauge "doorbell_face_gallery_size" ["list"] "Enrolled people by list (known, blocked).";
+    /// Faces per frame.
+    frame_faces: Counter "doorbell_face_frames_total" ["faces"] "Frames analysed, by number of usable faces (0, 1, 2, 3+).";
+    /// Decisions by result and confidence.
+    face_decisions: Counter "doorbell_face_decisions_total" ["result", "confidence"] "Recognition decisions by result and confidence bucket.";
+    /// Rolling accuracy from feedback.
+    face_accuracy: Gauge "doorbell_face_recognition_accuracy" [] "Share of ring results operators marked right, over the feedback window.";
+    /// Kept snapshots.
+    snapshots: Gauge "doorbell_face_snapshots" ["kind"] "Kept visitor snapshots (rings, bytes).";
 }
 
 #[cfg(test)]

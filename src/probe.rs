@@ -1,4 +1,4 @@
-//! Local HTTP probe on tiny-http: /health, /ready, /metrics, /status, /alerts and, with the
+//! Local HTTP probe on tiny-http: /health, /ready, /metrics, /status, /alerts, /updates and, with the
 //! simulated button, POST /simulate/press.
 //!
 //! Runs on its own threads. The listener is bound by the agent and handed to the vendored
@@ -10,7 +10,6 @@ use std::io::Read;
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use tiny_http::{Header, Limits, Method, Request, Response, Server};
 
@@ -36,8 +35,8 @@ pub struct State {
     pub metrics: Arc<Metrics>,
     /// Present only with the simulated button backend.
     pub simulator: Option<Simulator>,
-    /// Sampler interval, to judge sample freshness.
-    pub sample_interval: Duration,
+    /// The live configuration (the sampler interval judges sample freshness).
+    pub config: tokio::sync::watch::Receiver<crate::config::Config>,
 }
 
 /// The running probe.
@@ -99,12 +98,7 @@ struct Answer {
 }
 
 fn json(code: u16, value: serde_json::Value) -> Answer {
-    Answer {
-        code,
-        body: value.to_string(),
-        content_type: "application/json",
-        allow: None,
-    }
+    Answer { code, body: value.to_string(), content_type: "application/json", allow: None }
 }
 
 fn error(code: u16, message: &str) -> Answer {
@@ -140,16 +134,13 @@ fn route(state: &State, request: &mut Request) -> Answer {
     let (path, query) = url.split_once('?').unwrap_or((&url, ""));
     let method = request.method().clone();
     let allowed: &'static str = match path {
-        "/health" | "/ready" | "/metrics" | "/status" | "/alerts" => "GET",
+        "/health" | "/ready" | "/metrics" | "/status" | "/alerts" | "/updates" => "GET",
         "/simulate/press" if state.simulator.is_some() => "POST",
         _ => return error(404, "no such endpoint"),
     };
     let wanted = if allowed == "GET" { Method::Get } else { Method::Post };
     if method != wanted {
-        return Answer {
-            allow: Some(allowed),
-            ..error(405, &format!("{path} accepts {allowed} only"))
-        };
+        return Answer { allow: Some(allowed), ..error(405, &format!("{path} accepts {allowed} only")) };
     }
     match path {
         "/health" => health(state),
@@ -159,25 +150,22 @@ fn route(state: &State, request: &mut Request) -> Answer {
         }
         "/metrics" => {
             refresh_gauges(state);
-            Answer {
-                code: 200,
-                body: state.metrics.render(),
-                content_type: "text/plain; version=0.0.4; charset=utf-8",
-                allow: None,
-            }
+            Answer { code: 200, body: state.metrics.render(), content_type: "text/plain; version=0.0.4; charset=utf-8", allow: None }
         }
         "/status" => {
             refresh_sampler_check(state);
             json(200, state.view.json())
         }
         "/alerts" => alerts(state, query),
+        "/updates" => updates(state, query),
         _ => simulate_press(state, request),
     }
 }
 
 fn refresh_sampler_check(state: &State) {
     let samples = state.view.samples.borrow();
-    if let Some((ok, detail)) = crate::sampler::freshness(&samples, state.sample_interval, crate::time::now_ms()) {
+    let interval = state.config.borrow().sampler.interval;
+    if let Some((ok, detail)) = crate::sampler::freshness(&samples, interval, crate::time::now_ms()) {
         state.view.health.set("sampler", crate::health::Importance::Degrading, ok, detail);
     }
 }
@@ -213,13 +201,20 @@ fn alerts(state: &State, query: &str) -> Answer {
             _ => return error(400, "query takes state=active|all and limit=N"),
         }
     }
-    let list: Vec<serde_json::Value> = state
-        .view
-        .store
-        .alerts(active_only, limit)
-        .iter()
-        .map(|(_, a)| crate::alerts::to_json(a))
-        .collect();
+    let list: Vec<serde_json::Value> = state.view.store.alerts(active_only, limit).iter().map(|(_, a)| crate::alerts::to_json(a)).collect();
+    json(200, serde_json::Value::Array(list))
+}
+
+fn updates(state: &State, query: &str) -> Answer {
+    let limit = match query.split_once('=') {
+        None if query.is_empty() => 20,
+        Some(("limit", n)) => match n.parse::<usize>() {
+            Ok(n) if (1..=crate::update::history::KEPT).contains(&n) => n,
+            _ => return error(400, &format!("limit must be a number from 1 to {}", crate::update::history::KEPT)),
+        },
+        _ => return error(400, "query takes limit=N"),
+    };
+    let list: Vec<serde_json::Value> = state.view.history.list(limit).iter().map(|e| e.to_json()).collect();
     json(200, serde_json::Value::Array(list))
 }
 

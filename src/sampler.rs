@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
-use sysinfo::{Components, System};
+use sysinfo::System;
 use tokio::sync::{mpsc, watch};
 
 use crate::alerts::Input as AlertInput;
-use crate::config::SamplerConfig;
+use crate::config::{Config, SamplerConfig};
 use crate::health::{Board, Importance};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
@@ -114,7 +114,6 @@ impl Sample {
 /// Owns the sysinfo handles between samples.
 pub struct Sampler {
     system: System,
-    components: Components,
     cfg: SamplerConfig,
     data_dir: PathBuf,
 }
@@ -124,12 +123,7 @@ impl Sampler {
     pub fn new(cfg: &SamplerConfig, data_dir: &Path) -> Self {
         let mut system = System::new();
         system.refresh_cpu_usage();
-        Sampler {
-            system,
-            components: Components::new_with_refreshed_list(),
-            cfg: cfg.clone(),
-            data_dir: data_dir.to_path_buf(),
-        }
+        Sampler { system, cfg: cfg.clone(), data_dir: data_dir.to_path_buf() }
     }
 
     /// Takes one sample (blocking file reads; call off the async workers).
@@ -163,20 +157,10 @@ impl Sampler {
         }
     }
 
-    fn temperature(&mut self) -> Option<f32> {
-        self.components.refresh(false);
-        let from_sysinfo = self
-            .components
-            .iter()
-            .find(|c| c.label().contains("cpu") || c.label().contains("soc"))
-            .or_else(|| self.components.iter().next())
-            .and_then(|c| c.temperature())
-            .filter(|t| t.is_finite());
-        from_sysinfo.or_else(|| {
-            read_trimmed(&self.cfg.thermal_path)
-                .and_then(|s| s.parse::<f32>().ok())
-                .map(|milli| milli / 1000.0)
-        })
+    /// The SoC's thermal zone (on a Pi, zone 0 is the CPU/GPU die): read directly rather
+    /// than through sysinfo's hwmon scan, which a Pi does not need and the binary pays for.
+    fn temperature(&self) -> Option<f32> {
+        read_trimmed(&self.cfg.thermal_path).and_then(|s| s.parse::<f32>().ok()).map(|milli| milli / 1000.0).filter(|t| t.is_finite())
     }
 }
 
@@ -184,15 +168,16 @@ fn read_trimmed(path: &Path) -> Option<String> {
     std::fs::read_to_string(path).ok().map(|s| s.trim().to_string())
 }
 
+/// Resident memory of this process (bytes), read fresh (the canary compares it).
+pub fn own_rss() -> Option<u64> {
+    own_status().map(|(rss, _)| rss)
+}
+
 /// VmRSS (bytes) and Threads of this process.
 fn own_status() -> Option<(u64, u64)> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse::<u64>().ok())
+        status.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse::<u64>().ok())
     };
     Some((field("VmRSS:")? * 1024, field("Threads:")?))
 }
@@ -215,22 +200,36 @@ pub fn disk_usage(path: &Path) -> Option<(f32, u64)> {
     Some((percent, st.f_bavail as u64 * frsize))
 }
 
-/// Samples every `interval` until shutdown.
+fn ticker(interval: Duration) -> tokio::time::Interval {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks
+}
+
+/// Samples every `sampler.interval` (followed live from `config`) until shutdown.
 pub async fn run(
     mut sampler: Sampler,
     history: watch::Sender<VecDeque<Sample>>,
     alerts: mpsc::Sender<AlertInput>,
     metrics: Arc<Metrics>,
     health: Board,
+    mut config: watch::Receiver<Config>,
     mut shutdown: Shutdown,
 ) {
-    let interval = sampler.cfg.interval;
+    let mut interval = sampler.cfg.interval;
     let keep = sampler.cfg.history;
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks = ticker(interval);
     loop {
         tokio::select! {
             _ = shutdown.recv() => break,
+            Ok(()) = config.changed() => {
+                let new = config.borrow_and_update().sampler.interval;
+                if new != interval {
+                    log::info!("sampling every {} from now on", humantime::format_duration(new));
+                    (interval, sampler.cfg.interval, ticks) = (new, new, ticker(new));
+                }
+                continue;
+            }
             _ = ticks.tick() => {}
         }
         let Ok((back, sample)) = tokio::task::spawn_blocking(move || {

@@ -6,10 +6,13 @@ use std::time::Instant;
 
 use tokio::sync::watch;
 
+use crate::fleet::LinkState;
 use crate::health::Board;
 use crate::pipeline::RingStats;
 use crate::sampler::Sample;
 use crate::store::{AlertV1, Store};
+use crate::update::history::History;
+use crate::update::trial::UpdateView;
 
 /// Facts fixed at start.
 #[derive(Debug, Clone)]
@@ -26,8 +29,6 @@ pub struct Info {
     pub gpio: String,
     /// Probe address.
     pub listen: String,
-    /// Whether a fleet broker is configured.
-    pub mqtt_configured: bool,
 }
 
 /// Live sources the view reads.
@@ -45,6 +46,12 @@ pub struct View {
     pub rings: watch::Receiver<RingStats>,
     /// Active alerts.
     pub alerts: watch::Receiver<Vec<AlertV1>>,
+    /// The fleet link, when a broker is configured.
+    pub link: Option<watch::Receiver<LinkState>>,
+    /// Slot and update state.
+    pub update: watch::Receiver<UpdateView>,
+    /// Update history.
+    pub history: History,
 }
 
 /// Reads the kernel's boot id (empty off Linux).
@@ -60,12 +67,12 @@ impl View {
         let alerts: Vec<serde_json::Value> = self.alerts.borrow().iter().map(crate::alerts::to_json).collect();
         let last_sample = self.samples.borrow().back().cloned();
         let (stored_rings, stored_alerts, outbox) = self.store.counts();
+        let update = self.update.borrow();
         serde_json::json!({
             "device_id": self.info.device_id,
             "version": crate::VERSION,
-            // No A/B slot layout is installed by this version; the update issue fills these.
-            "slot": null,
-            "update": {"state": "idle"},
+            "slot": update.slot,
+            "update": update.json(),
             "state": if self.health.ready() { "running" } else { "starting" },
             "boot_id": self.info.boot_id,
             "started_at": crate::time::rfc3339(self.info.started_ms),
@@ -73,7 +80,7 @@ impl View {
             "health": {"status": report.status, "score": report.score},
             "gpio": self.info.gpio,
             "probe": self.info.listen,
-            "mqtt": {"configured": self.info.mqtt_configured, "link": "down"},
+            "mqtt": self.link_json(),
             "outbox_depth": outbox,
             "rings": {
                 "since_start": rings.rings,
@@ -83,6 +90,19 @@ impl View {
             "store": {"size_bytes": self.store.size_on_disk(), "alerts": stored_alerts},
             "last_sample": last_sample,
             "active_alerts": alerts,
+        })
+    }
+
+    fn link_json(&self) -> serde_json::Value {
+        let Some(link) = &self.link else { return serde_json::json!({"configured": false}) };
+        let l = link.borrow();
+        serde_json::json!({
+            "configured": true,
+            "link": if l.connected { "up" } else { "down" },
+            "since": (l.since_ms > 0).then(|| crate::time::rfc3339(l.since_ms)),
+            "reconnects": l.reconnects,
+            "last_error": l.last_error,
+            "retry_at": l.retry_at_ms.map(crate::time::rfc3339),
         })
     }
 
@@ -102,8 +122,14 @@ impl View {
         if critical > 0 {
             line.push_str(&format!(" ({critical} critical)"));
         }
+        if let Some(link) = &self.link {
+            line.push_str(if link.borrow().connected { ", fleet link up" } else { ", fleet link down" });
+        }
         line.push_str(&format!(", probe {}", self.info.listen));
-        line
+        match self.update.borrow().line() {
+            Some(update) => format!("{update}; {line}"),
+            None => line,
+        }
     }
 }
 
@@ -126,12 +152,9 @@ pub fn pretty(v: &serde_json::Value) -> String {
     let _ = writeln!(out, "  uptime     {} (since {})", humantime::format_duration(up), s("/started_at"));
     let _ = writeln!(out, "  button     {}", s("/gpio"));
     let last = match v.pointer("/rings/last") {
-        Some(r) if !r.is_null() => format!(
-            "; last #{} {} at {}",
-            r["seq"],
-            r["result"].as_str().unwrap_or("?"),
-            r["ts"].as_str().unwrap_or("?")
-        ),
+        Some(r) if !r.is_null() => {
+            format!("; last #{} {} at {}", r["seq"], r["result"].as_str().unwrap_or("?"), r["ts"].as_str().unwrap_or("?"))
+        }
         _ => String::new(),
     };
     let _ = writeln!(out, "  rings      {} since start, {} stored{last}", n("/rings/since_start"), n("/rings/stored"));
@@ -164,8 +187,16 @@ pub fn pretty(v: &serde_json::Value) -> String {
             x["agent_fds"]
         );
     }
-    let mqtt = if v.pointer("/mqtt/configured").and_then(|c| c.as_bool()) == Some(true) { "configured" } else { "not configured" };
-    let _ = writeln!(out, "  fleet      mqtt {mqtt}, outbox {}", n("/outbox_depth"));
+    if let Some(summary) = v.pointer("/update/summary").and_then(|x| x.as_str()) {
+        let slot = v.get("slot").and_then(|x| x.as_str()).unwrap_or("-");
+        let _ = writeln!(out, "  update     {summary}; running from slot {slot} ({})", s("/update/state"));
+    }
+    let mqtt = match v.pointer("/mqtt/link").and_then(|l| l.as_str()) {
+        Some("up") => format!("link up since {}, {} reconnects", s("/mqtt/since"), n("/mqtt/reconnects")),
+        Some(_) => format!("link DOWN ({})", v.pointer("/mqtt/last_error").and_then(|e| e.as_str()).unwrap_or("connecting")),
+        None => "not configured".into(),
+    };
+    let _ = writeln!(out, "  fleet      {mqtt}, outbox {}", n("/outbox_depth"));
     let _ = writeln!(out, "  store      {:.1} MiB, {} alerts", n("/store/size_bytes") / 1048576.0, n("/store/alerts"));
     out
 }

@@ -42,6 +42,10 @@ pub fn watchdog_interval() -> Option<Duration> {
 /// The pings come from the async runtime, so a wedged runtime stops them and systemd
 /// restarts the agent.
 pub async fn supervise(view: View, mut shutdown: Shutdown) {
+    if crate::fault::active() == Some(crate::fault::Fault::HangAfterReady) {
+        log::warn!("fault injection: hanging after READY (no more watchdog pings)");
+        return shutdown.recv().await;
+    }
     let watchdog = watchdog_interval();
     let period = watchdog.map_or(Duration::from_secs(2), |w| (w / 2).min(Duration::from_secs(2)));
     let mut ticks = tokio::time::interval(period);

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::{AlertsConfig, RuleConfig, Severity};
+use crate::fleet::Announcer;
 use crate::health::{Board, Importance};
 use crate::metrics::Metrics;
 use crate::store::{AlertState, AlertV1, RingResult, Store};
@@ -34,6 +35,9 @@ pub const READINGS: &[&str] = &[
     "agent_fds",
     "rings_1m",
     "pipeline_errors_5m",
+    "pipeline_worker_up",
+    "pipeline_budget_ratio",
+    "face_recognition_accuracy",
 ];
 
 /// Inputs queued to the engine.
@@ -62,6 +66,8 @@ pub enum Input {
     Ack(String, Reply),
     /// An operator resolves the alert with this id (or key).
     Clear(String, Reply),
+    /// The rules changed (`config/set alerts.*`).
+    Rules(AlertsConfig),
 }
 
 #[derive(Debug, Clone)]
@@ -79,6 +85,7 @@ pub struct Engine {
     active: BTreeMap<String, Tracked>,
     unsaved: VecDeque<Tracked>,
     store: Store,
+    announce: Option<Announcer>,
     metrics: Arc<Metrics>,
     health: Board,
     active_tx: watch::Sender<Vec<AlertV1>>,
@@ -96,7 +103,13 @@ pub fn effective_rules(cfg: &AlertsConfig) -> Vec<RuleConfig> {
 
 impl Engine {
     /// An engine with the configured rules and the active alerts restored from the store.
-    pub fn new(cfg: &AlertsConfig, store: Store, metrics: Arc<Metrics>, health: Board) -> (Engine, watch::Receiver<Vec<AlertV1>>) {
+    pub fn new(
+        cfg: &AlertsConfig,
+        store: Store,
+        announce: Option<Announcer>,
+        metrics: Arc<Metrics>,
+        health: Board,
+    ) -> (Engine, watch::Receiver<Vec<AlertV1>>) {
         let (active_tx, active_rx) = watch::channel(Vec::new());
         let mut rules: Vec<Rule> = effective_rules(cfg).into_iter().map(Rule::new).collect();
         let mut active = BTreeMap::new();
@@ -115,6 +128,7 @@ impl Engine {
             active,
             unsaved: VecDeque::new(),
             store,
+            announce,
             metrics,
             health,
             active_tx,
@@ -151,6 +165,7 @@ impl Engine {
             Input::Clear(id, reply) => {
                 let _ = reply.send(self.operator(&id, AlertState::Cleared, now));
             }
+            Input::Rules(cfg) => self.reconfigure(&cfg),
         }
         let windows = [(&mut self.rings, 60, "rings_1m"), (&mut self.errors, 300, "pipeline_errors_5m")];
         for (window, secs, name) in windows {
@@ -161,6 +176,41 @@ impl Engine {
         }
         self.evaluate(now);
         self.persist();
+    }
+
+    /// Applies a new rule set: unchanged rules keep their state; alerts raised by a rule
+    /// that no longer exists are cleared, since nothing would ever clear them.
+    fn reconfigure(&mut self, cfg: &AlertsConfig) {
+        let mut old: Vec<Rule> = std::mem::take(&mut self.rules);
+        for new in effective_rules(cfg) {
+            let rule = match old.iter().position(|r| r.cfg == new) {
+                Some(i) => old.swap_remove(i),
+                None => {
+                    let mut rule = Rule::new(new);
+                    if self.active.values().any(|t| t.alert.rule == rule.cfg.name) {
+                        rule.restore_active();
+                    }
+                    rule
+                }
+            };
+            self.rules.push(rule);
+        }
+        let gone: Vec<String> =
+            old.iter().map(|r| r.cfg.name.clone()).filter(|name| !self.rules.iter().any(|r| &r.cfg.name == name)).collect();
+        for name in &gone {
+            let keys: Vec<String> = self.active.iter().filter(|(_, t)| &t.alert.rule == name).map(|(k, _)| k.clone()).collect();
+            for key in keys {
+                if let Some(t) = self.active.get_mut(&key) {
+                    t.alert.message = format!("{} (cleared: rule removed)", t.alert.message);
+                }
+                self.clear(&key, None);
+            }
+        }
+        log::info!(
+            "alert rules reconfigured: {} rules{}",
+            self.rules.len(),
+            if gone.is_empty() { String::new() } else { format!(", removed {}", gone.join(", ")) }
+        );
     }
 
     fn evaluate(&mut self, now: Instant) {
@@ -245,9 +295,10 @@ impl Engine {
     fn persist(&mut self) {
         let mut changed = false;
         while let Some(mut tracked) = self.unsaved.pop_front() {
+            let messages = self.announce.as_ref().map(|a| a.alert(&tracked.alert)).unwrap_or_default();
             let written = match tracked.store_key {
-                Some(k) => self.store.update_alert(k, &tracked.alert).map(|()| k),
-                None => self.store.insert_alert(&tracked.alert),
+                Some(k) => self.store.update_alert(k, &tracked.alert, &messages).map(|()| k),
+                None => self.store.insert_alert(&tracked.alert, &messages),
             };
             match written {
                 Ok(k) => {
@@ -296,6 +347,25 @@ impl Engine {
     }
 }
 
+/// Forwards rule changes of the live configuration to the engine until shutdown.
+pub async fn follow_rules(
+    mut config: watch::Receiver<crate::config::Config>,
+    engine: mpsc::Sender<Input>,
+    mut shutdown: crate::shutdown::Shutdown,
+) {
+    let mut current = config.borrow_and_update().alerts.clone();
+    loop {
+        tokio::select! {
+            _ = shutdown.recv() => return,
+            changed = config.changed() => if changed.is_err() { return },
+        }
+        let new = config.borrow_and_update().alerts.clone();
+        if new != current && engine.send(Input::Rules(new.clone())).await.is_ok() {
+            current = new;
+        }
+    }
+}
+
 /// JSON view of an alert, as served on /alerts and published over MQTT.
 pub fn to_json(a: &AlertV1) -> serde_json::Value {
     serde_json::json!({
@@ -320,7 +390,7 @@ mod tests {
     fn engine(dir: &std::path::Path, cfg: &AlertsConfig) -> (Engine, watch::Receiver<Vec<AlertV1>>, Store) {
         let metrics = Arc::new(Metrics::default());
         let (store, _) = Store::open(dir, &StoreConfig::default(), metrics.clone()).unwrap();
-        let (e, rx) = Engine::new(cfg, store.clone(), metrics, Board::default());
+        let (e, rx) = Engine::new(cfg, store.clone(), None, metrics, Board::default());
         (e, rx, store)
     }
 

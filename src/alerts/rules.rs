@@ -46,14 +46,7 @@ pub struct Rule {
 impl Rule {
     /// A rule that has not seen any reading yet.
     pub fn new(cfg: RuleConfig) -> Self {
-        Rule {
-            cfg,
-            active: false,
-            pending_since: None,
-            suppressed: false,
-            last_clear: None,
-            history: VecDeque::new(),
-        }
+        Rule { cfg, active: false, pending_since: None, suppressed: false, last_clear: None, history: VecDeque::new() }
     }
 
     /// Marks the rule as raised (an active alert restored from the store at start).
@@ -128,11 +121,7 @@ impl Rule {
         }
         self.active = true;
         self.suppressed = false;
-        Some(Transition::Raise {
-            value,
-            threshold: limit,
-            message: self.message(value, limit),
-        })
+        Some(Transition::Raise { value, threshold: limit, message: self.message(value, limit) })
     }
 
     fn message(&self, value: f64, limit: f64) -> String {
@@ -145,11 +134,7 @@ impl Rule {
                     Comparison::Below => "<",
                     Comparison::AtMost => "<=",
                 };
-                let held = if c.for_.is_zero() {
-                    String::new()
-                } else {
-                    format!(" for {}", humantime::format_duration(c.for_))
-                };
+                let held = if c.for_.is_zero() { String::new() } else { format!(" for {}", humantime::format_duration(c.for_)) };
                 format!("{} is {} ({op} {}{held})", c.metric, round(value), round(limit))
             }
             RuleKind::Trend => format!(
@@ -204,6 +189,9 @@ pub fn builtin() -> Vec<RuleConfig> {
         threshold("pipeline_errors", "pipeline_errors_5m", AtLeast, 3.0, 1.0, Major, Duration::ZERO),
         threshold("agent_fds_high", "agent_fds", Above, 512.0, 384.0, Major, m(1)),
         threshold("agent_memory_high", "agent_rss_mib", Above, 48.0, 40.0, Major, m(5)),
+        threshold("pipeline_worker_down", "pipeline_worker_up", Below, 1.0, 1.0, Major, Duration::from_secs(30)),
+        threshold("pipeline_slow", "pipeline_budget_ratio", Above, 1.0, 0.8, Warning, Duration::ZERO),
+        threshold("face_accuracy_low", "face_recognition_accuracy", Below, 0.8, 0.85, Minor, Duration::ZERO),
         RuleConfig {
             name: "agent_memory_leak".into(),
             metric: "agent_rss_mib".into(),

@@ -15,9 +15,9 @@ pub use simulated::{SimulatedButton, Simulator};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
-use crate::config::{GpioBackend, GpioConfig};
+use crate::config::{Config, GpioBackend, GpioConfig};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 
@@ -31,6 +31,8 @@ pub enum Trigger {
     Button,
     /// `POST /simulate/press` or `doorbell-agent press`.
     Simulated,
+    /// The fleet `press` command (a test ring).
+    Fleet,
 }
 
 impl Trigger {
@@ -39,6 +41,7 @@ impl Trigger {
         match self {
             Trigger::Button => "button",
             Trigger::Simulated => "simulated",
+            Trigger::Fleet => "fleet",
         }
     }
 }
@@ -92,11 +95,7 @@ impl PressSink {
     /// Reports a press now; never blocks. False when the press had to be dropped.
     pub fn press(&self, trigger: Trigger) -> bool {
         self.metrics.presses.inc(&[trigger.as_str()]);
-        let press = Press {
-            trigger,
-            at: Instant::now(),
-            ts_ms: crate::time::now_ms(),
-        };
+        let press = Press { trigger, at: Instant::now(), ts_ms: crate::time::now_ms() };
         match self.tx.try_send(press) {
             Ok(()) => true,
             Err(_) => {
@@ -172,17 +171,29 @@ impl PressFilter {
     }
 }
 
-/// Filters raw presses into rings until shutdown or until every sink is gone.
+/// Filters raw presses into rings until shutdown or until every sink is gone; the debounce
+/// and rate limit follow `config` live.
 pub async fn run(
     mut raw: mpsc::Receiver<Press>,
     rings: mpsc::Sender<Press>,
-    mut filter: PressFilter,
     metrics: Arc<Metrics>,
+    mut config: watch::Receiver<Config>,
     mut shutdown: Shutdown,
 ) {
+    let mut gpio = config.borrow_and_update().gpio.clone();
+    let mut filter = PressFilter::new(&gpio);
     loop {
         let press = tokio::select! {
             _ = shutdown.recv() => break,
+            Ok(()) = config.changed() => {
+                let new = config.borrow_and_update().gpio.clone();
+                if new != gpio {
+                    log::info!("button filter now: debounce {}, burst {}, {} rings/min", humantime::format_duration(new.debounce), new.burst, new.rings_per_minute);
+                    filter = PressFilter::new(&new);
+                    gpio = new;
+                }
+                continue;
+            }
             press = raw.recv() => match press {
                 Some(p) => p,
                 None => break,

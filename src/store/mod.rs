@@ -6,9 +6,10 @@
 //! A database that cannot be opened is moved aside and replaced by a fresh one; the caller
 //! raises the critical `store_reset` alert.
 
+mod outbox;
 mod records;
 
-pub use records::{AlertState, AlertV1, DecodeError, OutboxV1, Record, RingResult, RingV1, StageMs};
+pub use records::{decode, encode, AlertState, AlertV1, DecodeError, OutboxV1, Record, RingResult, RingV1, StageMs};
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -16,12 +17,18 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::config::StoreConfig;
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use sled::Transactional;
+use tokio::sync::Notify;
+
+use crate::config::{Severity, StoreConfig};
 use crate::health::{Board, Importance};
-use crate::shutdown::Shutdown;
 use crate::metrics::Metrics;
+use crate::shutdown::Shutdown;
 
 const RING_SEQ: &[u8] = b"ring_seq";
+/// Outbox messages dropped (outbox full) and not yet reported over the fleet link.
+const OUTBOX_DROPS: &[u8] = b"outbox_unreported_drops";
 
 /// Store failures.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +77,10 @@ pub struct Store {
     outbox: sled::Tree,
     limits: StoreConfig,
     metrics: Arc<Metrics>,
+    // Outbox size and drop order; also serializes every write that queues messages, through
+    // its flush, so that readers never see a message before it is durable.
+    outbox_index: Arc<Mutex<outbox::Index>>,
+    outbox_changed: Arc<Notify>,
     // The last write failure, until a write succeeds again (feeds the `store` check).
     write_error: Arc<Mutex<Option<String>>>,
     // Held for the life of the store: one agent per data directory.
@@ -79,10 +90,7 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the store under `data_dir`, replacing an unreadable database.
     pub fn open(data_dir: &Path, limits: &StoreConfig, metrics: Arc<Metrics>) -> Result<(Store, Option<Reset>), StoreError> {
-        let dir_err = |source| StoreError::DataDir {
-            path: data_dir.to_path_buf(),
-            source,
-        };
+        let dir_err = |source| StoreError::DataDir { path: data_dir.to_path_buf(), source };
         std::fs::create_dir_all(data_dir).map_err(dir_err)?;
         let lock = lock_dir(data_dir)?;
         let db_path = data_dir.join("db");
@@ -91,20 +99,35 @@ impl Store {
             Err(e) if !is_unreadable(&e) => return Err(e.into()),
             Err(e) => {
                 let moved_to = data_dir.join(format!("db.unreadable-{}", crate::time::now_ms()));
-                log::error!("store at {} cannot be opened ({e}); moving it to {} and starting fresh", db_path.display(), moved_to.display());
+                log::error!(
+                    "store at {} cannot be opened ({e}); moving it to {} and starting fresh",
+                    db_path.display(),
+                    moved_to.display()
+                );
                 std::fs::rename(&db_path, &moved_to).map_err(dir_err)?;
                 let db = open_db(&db_path, limits)?;
                 (db, Some(Reset { moved_to, reason: e.to_string() }))
             }
         };
+        let outbox = db.open_tree("outbox")?;
+        let mut index = outbox::Index::new(limits.max_outbox_messages, (limits.max_outbox_mib * 1024 * 1024) as usize);
+        for (k, v) in outbox.iter().filter_map(|kv| kv.ok()) {
+            // Messages another version queued in a shape we cannot read are kept, never dropped.
+            if let Ok(Record::OutboxV1(m)) = Record::decode(&v) {
+                index.add(key_u64(&k), m.severity, v.len());
+            }
+            index.durable = index.durable.max(key_u64(&k));
+        }
         let store = Store {
             rings: db.open_tree("rings")?,
             alerts: db.open_tree("alerts")?,
             meta: db.open_tree("meta")?,
-            outbox: db.open_tree("outbox")?,
+            outbox,
             db,
             limits: limits.clone(),
             metrics,
+            outbox_index: Arc::new(Mutex::new(index)),
+            outbox_changed: Arc::new(Notify::new()),
             write_error: Arc::new(Mutex::new(None)),
             _lock: Arc::new(lock),
         };
@@ -117,9 +140,15 @@ impl Store {
         self.write(|| self.db.flush().map(drop))
     }
 
+    /// Opens (or creates) a tree of its own for a component; its values should be that
+    /// component's versioned enum, wrapped with `encode`/`decode`.
+    pub fn open_tree(&self, name: &str) -> Result<sled::Tree, StoreError> {
+        Ok(self.db.open_tree(name)?)
+    }
+
     /// Runs a write (ending in a flush where it must be durable) and remembers whether the
-    /// store is currently writable.
-    fn write<T>(&self, f: impl FnOnce() -> sled::Result<T>) -> Result<T, StoreError> {
+    /// store is currently writable, for the `store` health check.
+    pub fn write<T>(&self, f: impl FnOnce() -> sled::Result<T>) -> Result<T, StoreError> {
         let result = f();
         let mut last = self.write_error.lock().unwrap_or_else(|p| p.into_inner());
         *last = result.as_ref().err().map(|e| e.to_string());
@@ -155,13 +184,23 @@ impl Store {
         from_meta.unwrap_or(0).max(from_tree.unwrap_or(0))
     }
 
-    /// Stores a ring event durably.
-    pub fn put_ring(&self, ring: &RingV1) -> Result<(), StoreError> {
-        self.write(|| {
-            self.meta.insert(RING_SEQ, Record::CounterV1(ring.seq).encode())?;
-            self.rings.insert(ring.seq.to_be_bytes(), Record::RingV1(ring.clone()).encode())?;
-            self.db.flush().map(drop)
+    /// Stores a ring event durably, with the messages announcing it queued in the same write.
+    pub fn put_ring(&self, ring: &RingV1, announce: &[OutboxV1]) -> Result<(), StoreError> {
+        let record = Record::RingV1(ring.clone()).encode();
+        let seq = Record::CounterV1(ring.seq).encode();
+        self.transact(announce, |t| {
+            t.meta.insert(RING_SEQ, seq.clone())?;
+            t.rings.insert(&ring.seq.to_be_bytes(), record.clone())?;
+            Ok(())
         })
+    }
+
+    /// Ring `seq`, if it is still stored.
+    pub fn ring(&self, seq: u64) -> Option<RingV1> {
+        match self.decode(&self.rings.get(seq.to_be_bytes()).ok()??)? {
+            Record::RingV1(r) => Some(r),
+            _ => None,
+        }
     }
 
     /// The newest ring events, newest first.
@@ -178,18 +217,22 @@ impl Store {
             .collect()
     }
 
-    /// Stores a new alert durably; returns its store key for later updates.
-    pub fn insert_alert(&self, alert: &AlertV1) -> Result<u64, StoreError> {
-        let key = self.write(|| self.db.generate_id())?;
-        self.update_alert(key, alert)?;
-        Ok(key)
+    /// Stores a new alert durably, with its announcements; returns its store key.
+    pub fn insert_alert(&self, alert: &AlertV1, announce: &[OutboxV1]) -> Result<u64, StoreError> {
+        let record = Record::AlertV1(alert.clone()).encode();
+        self.transact(announce, |t| {
+            let key = t.alerts.generate_id()?;
+            t.alerts.insert(&key.to_be_bytes(), record.clone())?;
+            Ok(key)
+        })
     }
 
-    /// Replaces a stored alert durably (a lifecycle transition).
-    pub fn update_alert(&self, key: u64, alert: &AlertV1) -> Result<(), StoreError> {
-        self.write(|| {
-            self.alerts.insert(key.to_be_bytes(), Record::AlertV1(alert.clone()).encode())?;
-            self.db.flush().map(drop)
+    /// Replaces a stored alert durably (a lifecycle transition), with its announcements.
+    pub fn update_alert(&self, key: u64, alert: &AlertV1, announce: &[OutboxV1]) -> Result<(), StoreError> {
+        let record = Record::AlertV1(alert.clone()).encode();
+        self.transact(announce, |t| {
+            t.alerts.insert(&key.to_be_bytes(), record.clone())?;
+            Ok(())
         })
     }
 
@@ -207,40 +250,140 @@ impl Store {
             .collect()
     }
 
-    /// Queues a ready-to-send message durably; returns its key (send order).
-    pub fn outbox_push(&self, message: &OutboxV1) -> Result<u64, StoreError> {
-        self.write(|| {
-            let key = self.db.generate_id()?;
-            self.outbox.insert(key.to_be_bytes(), Record::OutboxV1(message.clone()).encode())?;
-            self.db.flush()?;
-            Ok(key)
-        })
+    /// Queues ready-to-send messages durably.
+    pub fn outbox_push(&self, messages: &[OutboxV1]) -> Result<(), StoreError> {
+        self.transact(messages, |_| Ok(()))
     }
 
-    /// The oldest queued messages in send order.
-    pub fn outbox_peek(&self, limit: usize) -> Vec<(u64, OutboxV1)> {
+    /// Up to `limit` queued messages after key `after` (from the oldest when `None`), in send
+    /// order; only messages whose write has been flushed.
+    pub fn outbox_after(&self, after: Option<u64>, limit: usize) -> Vec<(u64, OutboxV1)> {
+        let durable = self.lock_outbox().durable;
+        let from = after.map_or(0, |k| k.saturating_add(1));
+        if from > durable {
+            return Vec::new();
+        }
         self.outbox
-            .iter()
+            .range(from.to_be_bytes()..=durable.to_be_bytes())
             .filter_map(|kv| kv.ok())
-            .filter_map(|(k, v)| match self.decode(&v) {
-                Some(Record::OutboxV1(m)) => Some((key_u64(&k), m)),
-                _ => None,
+            .filter_map(|(k, v)| match Record::decode(&v) {
+                Ok(Record::OutboxV1(m)) => Some((key_u64(&k), m)),
+                Ok(_) | Err(DecodeError::NewerVersion) => None,
+                Err(DecodeError::Corrupt(_)) => {
+                    // Unsendable: count it and let it go rather than block the queue.
+                    self.metrics.store_skipped.inc(&["corrupt"]);
+                    let _ = self.outbox.remove(&k);
+                    None
+                }
             })
             .take(limit)
             .collect()
     }
 
-    /// Removes a message once the broker has acknowledged it.
-    pub fn outbox_remove(&self, key: u64) -> Result<(), StoreError> {
-        self.write(|| {
-            self.outbox.remove(key.to_be_bytes())?;
-            self.db.flush().map(drop)
-        })
+    /// Removes a message the broker has acknowledged. Not flushed here: a removal lost in a
+    /// crash only means the message is sent again (consumers de-duplicate by id).
+    pub fn outbox_acked(&self, key: u64) -> Result<(), StoreError> {
+        self.lock_outbox().remove(key);
+        self.write(|| self.outbox.remove(key.to_be_bytes()).map(drop))
+    }
+
+    /// Queued messages and their bytes.
+    pub fn outbox_depth(&self) -> (usize, usize) {
+        self.lock_outbox().depth()
+    }
+
+    /// Woken whenever new messages are durably queued.
+    pub fn outbox_changed(&self) -> Arc<Notify> {
+        self.outbox_changed.clone()
+    }
+
+    /// Takes the count of messages dropped from a full outbox since the last call (durable
+    /// across restarts, so a drop while offline is reported once the link is back).
+    pub fn take_outbox_drops(&self) -> Result<u64, StoreError> {
+        let _index = self.lock_outbox();
+        let n = match self.meta.get(OUTBOX_DROPS)? {
+            Some(v) => match self.decode(&v) {
+                Some(Record::CounterV1(n)) => n,
+                _ => 0,
+            },
+            None => 0,
+        };
+        if n > 0 {
+            self.write(|| {
+                self.meta.remove(OUTBOX_DROPS)?;
+                self.db.flush().map(drop)
+            })?;
+        }
+        Ok(n)
+    }
+
+    fn lock_outbox(&self) -> std::sync::MutexGuard<'_, outbox::Index> {
+        self.outbox_index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// One durable write: `body` on the core trees plus `announce` queued in the outbox (the
+    /// least severe queued messages dropped to make room), atomically, then flushed.
+    fn transact<T>(
+        &self,
+        announce: &[OutboxV1],
+        body: impl Fn(&Trees<'_>) -> Result<T, ConflictableTransactionError<()>>,
+    ) -> Result<T, StoreError> {
+        let encoded: Vec<Vec<u8>> = announce.iter().map(|m| Record::OutboxV1(m.clone()).encode()).collect();
+        let mut index = self.lock_outbox();
+        let plan = index.plan(&announce.iter().zip(&encoded).map(|(m, bytes)| (m.severity, bytes.len())).collect::<Vec<_>>());
+        let dropped = plan.evict.len() + plan.admit.iter().filter(|a| !**a).count();
+        let (value, keys) = self.write(|| {
+            let committed = (&self.rings, &self.alerts, &self.meta, &self.outbox).transaction(|(rings, alerts, meta, outbox)| {
+                let value = body(&Trees { rings, alerts, meta })?;
+                for key in &plan.evict {
+                    outbox.remove(&key.to_be_bytes())?;
+                }
+                let mut keys = Vec::with_capacity(encoded.len());
+                for (bytes, admit) in encoded.iter().zip(&plan.admit) {
+                    if *admit {
+                        let key = outbox.generate_id()?;
+                        outbox.insert(&key.to_be_bytes(), bytes.clone())?;
+                        keys.push(key);
+                    }
+                }
+                if dropped > 0 {
+                    let before = match meta.get(OUTBOX_DROPS)?.map(|v| Record::decode(&v)) {
+                        Some(Ok(Record::CounterV1(n))) => n,
+                        _ => 0,
+                    };
+                    meta.insert(OUTBOX_DROPS, Record::CounterV1(before + dropped as u64).encode())?;
+                }
+                Ok((value, keys))
+            });
+            let committed = committed.map_err(|e| match e {
+                TransactionError::Storage(e) => e,
+                TransactionError::Abort(()) => sled::Error::Unsupported("store transaction aborted".into()),
+            })?;
+            self.db.flush()?;
+            Ok(committed)
+        })?;
+        let evicted: Vec<Severity> = plan.evict.iter().filter_map(|key| index.remove(*key)).collect();
+        let admitted = announce.iter().zip(&encoded).zip(&plan.admit).filter(|(_, admit)| **admit).map(|(m, _)| m);
+        for ((m, bytes), key) in admitted.zip(&keys) {
+            index.add(*key, m.severity, bytes.len());
+        }
+        if let Some(last) = keys.last() {
+            index.durable = index.durable.max(*last);
+        }
+        drop(index);
+        let refused = announce.iter().zip(&plan.admit).filter(|(_, admit)| !**admit).map(|(m, _)| m.severity);
+        for severity in evicted.into_iter().chain(refused) {
+            self.metrics.outbox_dropped.inc(&[severity.as_str()]);
+        }
+        if !keys.is_empty() {
+            self.outbox_changed.notify_one();
+        }
+        Ok(value)
     }
 
     /// Number of (rings, alerts, outbox) records.
     pub fn counts(&self) -> (usize, usize, usize) {
-        (self.rings.len(), self.alerts.len(), self.outbox.len())
+        (self.rings.len(), self.alerts.len(), self.outbox_depth().0)
     }
 
     /// On-disk size in bytes.
@@ -315,6 +458,8 @@ pub async fn maintain(store: Store, interval: Duration, health: Board, mut shutd
         let prune = last_prune.elapsed() >= interval;
         let s = store.clone();
         let outcome = tokio::task::spawn_blocking(move || {
+            // sled frees its page buffers in bursts; hand what the heap keeps back.
+            crate::memory::release_free_heap();
             if prune {
                 s.prune().map(Some)
             } else {
@@ -377,6 +522,13 @@ fn lock_dir(data_dir: &Path) -> Result<File, StoreError> {
     Ok(file)
 }
 
+/// The core trees inside a `Store::transact` write.
+struct Trees<'a> {
+    rings: &'a TransactionalTree,
+    alerts: &'a TransactionalTree,
+    meta: &'a TransactionalTree,
+}
+
 fn key_u64(k: &[u8]) -> u64 {
     k.try_into().map(u64::from_be_bytes).unwrap_or(0)
 }
@@ -406,6 +558,26 @@ mod tests {
     }
 
     #[test]
+    fn reverse_iteration_sees_keys_up_to_the_patched_bound() {
+        // vendor/sled shrank the "above every key" bound of unbounded reverse iteration
+        // from 1 MiB to 4 KiB of 0xFF; keys up to that length are still all seen.
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = open(dir.path(), &StoreConfig::default());
+        let tree = s.open_tree("bound").unwrap();
+        // Enough keys for many tree nodes, the longest 0xFF runs last.
+        let mut keys: Vec<Vec<u8>> = (0u32..5000).map(|i| [&[0xFF][..], &i.to_be_bytes()].concat()).collect();
+        keys.extend([1, 8, 128, 1000, 2000, 3000, 4095, 4096].iter().map(|n| vec![0xFF; *n]));
+        for k in &keys {
+            tree.insert(k, b"v").unwrap();
+        }
+        let mut want = keys.clone();
+        want.sort();
+        want.reverse();
+        let got: Vec<Vec<u8>> = tree.iter().keys().rev().map(|k| k.unwrap().to_vec()).collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
     fn second_open_of_same_dir_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let (_s, _) = open(dir.path(), &StoreConfig::default());
@@ -418,10 +590,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let limits = StoreConfig { max_alerts: 10, ..StoreConfig::default() };
         let (s, _) = open(dir.path(), &limits);
-        let critical = s.insert_alert(&alert("c", Severity::Critical, AlertState::Cleared)).unwrap();
-        let active = s.insert_alert(&alert("a", Severity::Warning, AlertState::Raised)).unwrap();
+        let critical = s.insert_alert(&alert("c", Severity::Critical, AlertState::Cleared), &[]).unwrap();
+        let active = s.insert_alert(&alert("a", Severity::Warning, AlertState::Raised), &[]).unwrap();
         for i in 0..10 {
-            s.insert_alert(&alert(&format!("w{i}"), Severity::Warning, AlertState::Cleared)).unwrap();
+            s.insert_alert(&alert(&format!("w{i}"), Severity::Warning, AlertState::Cleared), &[]).unwrap();
         }
         assert_eq!(s.prune().unwrap(), Pruned { rings: 0, alerts: 2 });
         let keys: Vec<u64> = s.alerts(false, 100).into_iter().map(|(k, _)| k).collect();
@@ -453,7 +625,7 @@ mod tests {
         let far = u64::MAX / 2;
         s.alerts.insert(far.to_be_bytes(), future).unwrap();
         for i in 0..12 {
-            s.insert_alert(&alert(&format!("w{i}"), Severity::Warning, AlertState::Cleared)).unwrap();
+            s.insert_alert(&alert(&format!("w{i}"), Severity::Warning, AlertState::Cleared), &[]).unwrap();
         }
         assert_eq!(s.alerts(false, 100).len(), 12);
         s.prune().unwrap();

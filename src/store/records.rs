@@ -1,11 +1,14 @@
 //! The on-disk record types and their envelope.
 //!
 //! postcard has no field names, so a struct can never change once stored. Every value is a
-//! `Record` variant; a new shape is a new variant appended at the end, never an edit. An
-//! envelope is `[format=1][crc32 of payload, LE][postcard(Record)]`: a bad CRC is
-//! corruption, a good CRC that does not decode is a record from a newer version, which an
-//! older version skips (and keeps) after a rollback.
+//! variant of a versioned enum; a new shape is a new variant appended at the end, never an
+//! edit. `Record` holds the core trees' values; a component with a tree of its own (faces,
+//! updates) declares its own enum the same way and uses `encode`/`decode`. An envelope is
+//! `[format=1][crc32 of payload, LE][postcard(value)]`: a bad CRC is corruption, a good CRC
+//! that does not decode is a value from a newer version, which an older version skips (and
+//! keeps) after a rollback.
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Severity;
@@ -36,37 +39,47 @@ pub enum DecodeError {
     NewerVersion,
 }
 
+/// Wraps a value in an envelope (format byte, CRC, postcard payload).
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serializing plain data into a Vec cannot fail.
+    let payload = postcard::to_stdvec(value).unwrap_or_default();
+    let mut out = Vec::with_capacity(payload.len() + 5);
+    out.push(FORMAT);
+    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    out.extend_from_slice(&payload);
+    out
+}
+
+/// Opens an envelope, telling corruption from a value written by a newer version.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+    if bytes.len() < 5 {
+        return Err(DecodeError::Corrupt("too short"));
+    }
+    if bytes[0] != FORMAT {
+        // A future envelope format is also "newer", as long as it is not garbage we can see.
+        return Err(if bytes[0] > FORMAT && bytes[0] < 16 {
+            DecodeError::NewerVersion
+        } else {
+            DecodeError::Corrupt("unknown format byte")
+        });
+    }
+    let crc = u32::from_le_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
+    let payload = &bytes[5..];
+    if crc32fast::hash(payload) != crc {
+        return Err(DecodeError::Corrupt("checksum mismatch"));
+    }
+    postcard::from_bytes(payload).map_err(|_| DecodeError::NewerVersion)
+}
+
 impl Record {
     /// Encodes into an envelope.
     pub fn encode(&self) -> Vec<u8> {
-        // Serializing plain data into a Vec cannot fail.
-        let payload = postcard::to_stdvec(self).unwrap_or_default();
-        let mut out = Vec::with_capacity(payload.len() + 5);
-        out.push(FORMAT);
-        out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-        out.extend_from_slice(&payload);
-        out
+        encode(self)
     }
 
     /// Decodes an envelope, telling corruption from a newer version.
     pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
-        if bytes.len() < 5 {
-            return Err(DecodeError::Corrupt("too short"));
-        }
-        if bytes[0] != FORMAT {
-            // A future envelope format is also "newer", as long as it is not garbage we can see.
-            return Err(if bytes[0] > FORMAT && bytes[0] < 16 {
-                DecodeError::NewerVersion
-            } else {
-                DecodeError::Corrupt("unknown format byte")
-            });
-        }
-        let crc = u32::from_le_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
-        let payload = &bytes[5..];
-        if crc32fast::hash(payload) != crc {
-            return Err(DecodeError::Corrupt("checksum mismatch"));
-        }
-        postcard::from_bytes(payload).map_err(|_| DecodeError::NewerVersion)
+        decode(bytes)
     }
 }
 
