@@ -1,0 +1,70 @@
+//! rustls client configuration on the `ring` provider: server verification against the
+//! configured CA file (or the system's roots) and an optional client certificate.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ClientConfig, RootCertStore};
+
+/// A TLS set-up problem, naming the file.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {reason}")]
+pub struct TlsError {
+    what: String,
+    reason: String,
+}
+
+fn err(what: impl Into<String>, reason: impl ToString) -> TlsError {
+    TlsError { what: what.into(), reason: reason.to_string() }
+}
+
+fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let file = File::open(path).map_err(|e| err(path.display().to_string(), e))?;
+    let certs = rustls_pemfile::certs(&mut BufReader::new(file))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| err(path.display().to_string(), format!("not PEM certificates: {e}")))?;
+    if certs.is_empty() {
+        return Err(err(path.display().to_string(), "contains no PEM certificate"));
+    }
+    Ok(certs)
+}
+
+fn key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let file = File::open(path).map_err(|e| err(path.display().to_string(), e))?;
+    rustls_pemfile::private_key(&mut BufReader::new(file))
+        .map_err(|e| err(path.display().to_string(), format!("not a PEM private key: {e}")))?
+        .ok_or_else(|| err(path.display().to_string(), "contains no PEM private key"))
+}
+
+/// The client configuration for `mqtts://`.
+pub fn client_config(ca_file: Option<&Path>, cert_file: Option<&Path>, key_file: Option<&Path>) -> Result<Arc<ClientConfig>, TlsError> {
+    let mut roots = RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            for cert in certs(path)? {
+                roots.add(cert).map_err(|e| err(path.display().to_string(), e))?;
+            }
+        }
+        None => {
+            let native = rustls_native_certs::load_native_certs();
+            let (added, _) = roots.add_parsable_certificates(native.certs);
+            if added == 0 {
+                return Err(err("system CA certificates", "none found; set mqtt.ca_file"));
+            }
+        }
+    }
+    let builder = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| err("TLS", e))?
+        .with_root_certificates(roots);
+    let config = match (cert_file, key_file) {
+        (Some(cert), Some(key_path)) => {
+            builder.with_client_auth_cert(certs(cert)?, key(key_path)?).map_err(|e| err(cert.display().to_string(), e))?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
+}
