@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# The whole test suite, exactly as CI runs it (.ci/run calls this script).
+#
+# Installs what the tests need when it is missing (Mosquitto; the systemd testbed installs
+# systemd-nspawn and debootstrap itself), then: formatting, clippy, every test of the agent
+# (unit, real-binary end-to-end, real systemd in nspawn), a short footprint check against the
+# size/memory/start-up budgets, the vendored crates' patch tests, the device build (aarch64
+# release binary with Debian's Rust: size budget, qemu smoke test; scripts/cross-build.sh
+# installs its toolchain), the MSRV build (scripts/msrv.sh) and the shipping tests
+# (scripts/test-ship.sh: install.sh and flash.sh; DOORBELL_SHIP_TESTS="install deb deploy
+# flash" adds the .deb and deploy.sh, "none" skips them). Benchmarks (`cargo bench`)
+# and the full 5-minute footprint run (`scripts/footprint.py`) are run separately.
+# Needs root for the systemd test (DOORBELL_SKIP_SYSTEMD=1 skips it explicitly).
+# DOORBELL_DEVICE_TARGETS (default aarch64-unknown-linux-gnu) lists the device builds;
+# DOORBELL_SKIP_DEVICE_BUILD=1 skips them and the MSRV build explicitly (non-Debian hosts).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n==> %s\n' "$*"; }
+
+log "test dependencies"
+scripts/test-deps.sh
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+
+log "cargo clippy (all targets, warnings are errors; with and without the test-only faults)"
+cargo clippy --locked --all-targets -- -D warnings
+cargo clippy --locked --all-targets --features fault-injection -- -D warnings
+
+# fault-injection (test builds only, never a release) lets the systemd update tests inject
+# crashes, hangs and failed checks into agent binaries and kill slotctl at every durable step.
+log "cargo test --features fault-injection"
+cargo test --locked --features fault-injection
+
+log "footprint budgets (release build: binary size, start to READY, idle RSS and CPU)"
+scripts/footprint.py --duration 20 --starts 5
+
+log "vendored crates: the tests of our patches"
+cargo test --manifest-path vendor/tiny_http/Cargo.toml --test limits
+cargo test --manifest-path vendor/rpi-pal/Cargo.toml --lib no_regex_patch
+
+if [[ "${DOORBELL_SKIP_DEVICE_BUILD:-}" == 1 ]]; then
+    log "SKIPPED: device builds and MSRV build (DOORBELL_SKIP_DEVICE_BUILD=1)"
+else
+    for target in ${DOORBELL_DEVICE_TARGETS:-aarch64-unknown-linux-gnu}; do
+        log "device build: $target release binary (Debian's Rust), size budget, qemu smoke test"
+        scripts/cross-build.sh "$target"
+    done
+    log "MSRV: the project builds with Debian's rustc of Cargo.toml's rust-version"
+    scripts/msrv.sh
+fi
+
+# Shipping (install.sh, the .deb, deploy.sh, flash.sh) on devices booted with nspawn; needs
+# root like the systemd tests. The default pair costs ~1 min; all four ~3 min (README,
+# "Tests of all this").
+ship="${DOORBELL_SHIP_TESTS:-install flash}"
+if [[ "${DOORBELL_SKIP_SYSTEMD:-}" == 1 || "$ship" == none ]]; then
+    log "SKIPPED: shipping tests (DOORBELL_SKIP_SYSTEMD=1 or DOORBELL_SHIP_TESTS=none)"
+else
+    log "shipping tests: $ship (scripts/test-ship.sh)"
+    # shellcheck disable=SC2086 # a list of scenario names
+    scripts/test-ship.sh $ship
+fi
+
+log "all tests passed"
