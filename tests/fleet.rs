@@ -487,12 +487,15 @@ fn a_full_outbox_drops_the_least_severe_and_reports_it_once_the_link_is_back() {
 }
 
 #[test]
-fn fleet_watch_waits_out_a_broker_restart_and_misses_nothing_with_a_session() {
+fn fleet_watch_waits_out_a_broker_down_at_start_and_a_restart_and_misses_nothing_with_a_session() {
     use std::io::BufRead;
     let mut broker = Mosquitto::start("");
     let dir = tempfile::tempdir().unwrap();
     let agent = Agent::start(dir.path(), &config(&dir.path().join("data"), &mqtt_section(broker.port, "")));
+    assert!(agent.wait_link_up(Duration::from_secs(10)));
     let url = format!("mqtt://127.0.0.1:{}", broker.port);
+    // The operator starts watching while the broker is down: the watch waits for it.
+    broker.stop();
     let mut watch = std::process::Command::new(common::BIN)
         .args(["fleet", "--broker", &url, "watch", "test-door", "--json", "--session", "test-watch"])
         .stdout(std::process::Stdio::piped())
@@ -506,17 +509,21 @@ fn fleet_watch_waits_out_a_broker_restart_and_misses_nothing_with_a_session() {
             let _ = tx.send(line);
         }
     });
-    let ring = |seq: u64| {
+    let seen = |pred: &dyn Fn(&serde_json::Value) -> bool| {
         let end = std::time::Instant::now() + Duration::from_secs(20);
         while let Ok(line) = lines.recv_timeout(end.saturating_duration_since(std::time::Instant::now())) {
-            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-            if v["topic"] == format!("{P}/events/ring") && v["payload"]["seq"] == seq {
+            if pred(&serde_json::from_str(&line).unwrap()) {
                 return true;
             }
         }
         false
     };
-    std::thread::sleep(Duration::from_millis(500));
+    let ring = |seq: u64| seen(&|v| v["topic"] == format!("{P}/events/ring") && v["payload"]["seq"] == seq);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(watch.try_wait().unwrap().is_none(), "the watch gave up on a broker that was down");
+    broker.restart();
+    // Subscribed once the agent's retained (or fresh) presence comes through.
+    assert!(seen(&|v| v["topic"] == format!("{P}/status") && v["payload"]["online"] == true), "presence watched");
     agent.ring_until(1);
     assert!(ring(1), "ring 1 watched");
     broker.stop();

@@ -374,40 +374,43 @@ async fn watch(broker: &Broker, device: Option<&str>, json: bool, session: Optio
     let d = device.unwrap_or("+");
     let (client, mut events) = connect_as(broker, session)?;
     let filters = ["events/ring", "alerts", "status", "cmd/res"].map(|t| format!("{p}/{d}/{t}"));
-    let mut early = subscribe(&client, &mut events, broker, &filters).await?.into_iter();
-    let mut retry = Duration::from_millis(500);
+    // Watching is for as long as the operator wants: a broker that is down at the start or
+    // goes away later is waited out, and every ConnAck subscribes again (a persistent session
+    // keeps the subscriptions anyway).
+    let (mut retry, mut outage) = (Duration::from_millis(500), false);
     loop {
-        let m = match early.next() {
-            Some(m) => m,
-            None => {
-                let event = tokio::select! {
-                    event = events.poll() => event,
+        let event = tokio::select! {
+            event = events.poll() => event,
+            _ = tokio::signal::ctrl_c() => return Ok(0),
+        };
+        let m = match event {
+            Ok(Event::Incoming(Incoming::Publish(m))) => m,
+            Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                if outage {
+                    eprintln!("watch: broker {} reachable again", broker.url());
+                }
+                (retry, outage) = (Duration::from_millis(500), false);
+                for filter in &filters {
+                    client.subscribe(filter.as_str(), QoS::AtLeastOnce).await?;
+                }
+                continue;
+            }
+            Ok(Event::Incoming(Incoming::SubAck(ack))) => {
+                if ack.return_codes.iter().any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure)) {
+                    bail!("the broker refused the subscription to {filters:?} (ACL?)");
+                }
+                continue;
+            }
+            Ok(_) => continue,
+            Err(e) => {
+                eprintln!("watch: broker {} unreachable ({e}); retrying in {retry:?}", broker.url());
+                outage = true;
+                tokio::select! {
+                    _ = tokio::time::sleep(retry) => {}
                     _ = tokio::signal::ctrl_c() => return Ok(0),
-                };
-                let m = match event {
-                    Ok(Event::Incoming(Incoming::Publish(m))) => m,
-                    Ok(Event::Incoming(Incoming::ConnAck(_))) => {
-                        // Back after an outage: subscribe again (a persistent session keeps them anyway).
-                        eprintln!("watch: broker {} reachable again", broker.url());
-                        retry = Duration::from_millis(500);
-                        for filter in &filters {
-                            client.subscribe(filter.as_str(), QoS::AtLeastOnce).await?;
-                        }
-                        continue;
-                    }
-                    Ok(_) => continue,
-                    Err(e) => {
-                        // Watching is for as long as the operator wants: outages are waited out.
-                        eprintln!("watch: broker {} unreachable ({e}); retrying in {retry:?}", broker.url());
-                        tokio::select! {
-                            _ = tokio::time::sleep(retry) => {}
-                            _ = tokio::signal::ctrl_c() => return Ok(0),
-                        }
-                        retry = (retry * 2).min(Duration::from_secs(10));
-                        continue;
-                    }
-                };
-                m
+                }
+                retry = (retry * 2).min(Duration::from_secs(10));
+                continue;
             }
         };
         let device = device_of(&m.topic, p).unwrap_or("?");
