@@ -60,7 +60,10 @@ pub fn run(path: &Path, loaded: Result<Config, ConfigError>) -> Vec<Finding> {
     out.push(clock());
     out.push(unit());
     out.push(agent(&cfg));
+    out.push(control(&cfg));
     out.push(broker(&cfg));
+    out.push(camera(&cfg));
+    out.push(models(&cfg));
     out
 }
 
@@ -174,6 +177,81 @@ fn agent(cfg: &Config) -> Finding {
             finding("agent", Verdict::Warn, format!("not answering on {}", cfg.probe.listen), "start it: `systemctl start doorbell-agent`")
         }
     }
+}
+
+/// Whether this user can drive the agent through its control socket (`faces`, `update`).
+fn control(cfg: &Config) -> Finding {
+    let path = cfg.control_socket();
+    match crate::local::Client::connect(&path).and_then(|mut c| c.call("ping", serde_json::json!({}), |_| {})) {
+        Ok(_) => finding("control", Verdict::Pass, format!("{} answers this user", path.display()), ""),
+        Err(crate::local::LocalError::Denied(_)) => finding(
+            "control",
+            Verdict::Warn,
+            format!("{} refuses this user", path.display()),
+            "run as root or the agent's user, or join its group: `sudo usermod -aG doorbell $USER`, then log in again",
+        ),
+        Err(e) => finding("control", Verdict::Warn, e.to_string(), "the `faces` and `update` commands need the running agent"),
+    }
+}
+
+/// Takes one real frame from the configured source and decodes it as the worker would.
+#[cfg(feature = "faces")]
+fn camera(cfg: &Config) -> Finding {
+    use crate::config::CaptureSource;
+    let (source, fix) = match cfg.capture.source {
+        CaptureSource::Command => ("command", "check the camera cable and `[capture] command` (try it by hand: it must print one JPEG)"),
+        CaptureSource::Http => ("http", "check the camera's snapshot URL `[capture] url` (it must answer with one JPEG)"),
+        CaptureSource::Files => ("files", "`[capture] path` must be a directory of JPEG files"),
+    };
+    let start = std::time::Instant::now();
+    let jpeg = match crate::capture::from_config(&cfg.capture).grab(1, 0) {
+        Ok(jpeg) => jpeg,
+        Err(e) => return finding("camera", Verdict::Fail, e.to_string(), fix),
+    };
+    let took = start.elapsed().as_millis();
+    match crate::vision::image::decode(&jpeg, (cfg.capture.max_megapixels * 1e6) as u64) {
+        Ok(frame) => finding(
+            "camera",
+            Verdict::Pass,
+            format!("{}x{} JPEG ({} KiB) from the {source} source in {took} ms", frame.width, frame.height, jpeg.len() / 1024),
+            "",
+        ),
+        Err(e) => finding("camera", Verdict::Fail, format!("the frame is unusable: {e}"), fix),
+    }
+}
+
+/// Without the `faces` feature no frame is ever taken.
+#[cfg(not(feature = "faces"))]
+fn camera(_: &Config) -> Finding {
+    finding("camera", Verdict::Pass, "not used: face recognition is not built into this binary", "")
+}
+
+/// Both face models present and matching their pinned sha256, as the worker demands.
+#[cfg(feature = "faces")]
+fn models(cfg: &Config) -> Finding {
+    let f = &cfg.faces;
+    let checks = [("detector", &f.detector_model, &f.detector_sha256), ("embedder", &f.embedder_model, &f.embedder_sha256)];
+    let mut sizes = Vec::new();
+    for (what, path, sha256) in checks {
+        match crate::vision::model::verified(what, path, sha256) {
+            Ok(bytes) => sizes.push(format!("{what} {:.1} MiB", bytes.len() as f64 / 1048576.0)),
+            Err(e) => {
+                return finding(
+                    "models",
+                    Verdict::Fail,
+                    e.to_string(),
+                    "reinstall the models (install.sh or the .deb ship them; `scripts/fetch-models.sh --install /usr/local/share/doorbell-agent/models` from a checkout)",
+                );
+            }
+        }
+    }
+    finding("models", Verdict::Pass, format!("verified: {}", sizes.join(", ")), "")
+}
+
+/// Without the `faces` feature no model is loaded.
+#[cfg(not(feature = "faces"))]
+fn models(_: &Config) -> Finding {
+    finding("models", Verdict::Pass, "not used: face recognition is not built into this binary", "")
 }
 
 fn summary(body: &str) -> String {

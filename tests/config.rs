@@ -120,11 +120,33 @@ fn doctor_reports_each_check_and_fails_without_gpio() {
     let ok = dir.path().join("ok.toml");
     std::fs::write(&ok, common::config(&dir.path().join("data"), "")).unwrap();
     let (code, out, _) = common::run(&["-c", ok.to_str().unwrap(), "doctor"]);
-    for check in ["config", "data_dir", "gpio", "clock", "unit", "agent", "broker"] {
+    for check in ["config", "data_dir", "gpio", "clock", "unit", "agent", "control", "broker", "camera", "models"] {
         assert!(out.contains(check), "{check} missing from:\n{out}");
     }
     assert_eq!(code, 0, "simulated backend only warns:\n{out}");
     assert!(out.contains("verdict: READY"), "{out}");
+    // A real frame was taken and decoded, the real models were checked.
+    assert!(out.contains("PASS  camera") && out.contains(" JPEG (") && out.contains("from the files source"), "{out}");
+    assert!(out.contains("PASS  models    verified: detector"), "{out}");
+    assert!(out.contains("WARN  control   no agent is running"), "{out}");
+
+    // A camera command that fails and a model that is not the pinned one.
+    let broken = dir.path().join("broken.toml");
+    let text = common::config(
+        &dir.path().join("data"),
+        "[capture]\nsource = \"command\"\ncommand = [\"sh\", \"-c\", \"echo no camera >&2; exit 3\"]\n",
+    )
+    .replace("[faces]\n", &format!("[faces]\ndetector_sha256 = \"{}\"\n", "0".repeat(64)));
+    std::fs::write(&broken, text).unwrap();
+    let (code, out, _) = common::run(&["-c", broken.to_str().unwrap(), "doctor"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("FAIL  camera") && out.contains("no camera"), "the camera's own words are shown:\n{out}");
+    assert!(out.contains("FAIL  models") && out.contains("detector model") && out.contains("expected 0000"), "{out}");
+
+    // With the agent running, this user reaches it through the control socket.
+    let agent = common::Agent::start(dir.path(), &common::config(&dir.path().join("data"), ""));
+    let (_, out, _) = common::run(&["-c", agent.config.to_str().unwrap(), "doctor"]);
+    assert!(out.contains("PASS  control") && out.contains("answers this user"), "{out}");
 
     let rppal = dir.path().join("rppal.toml");
     std::fs::write(&rppal, common::config(&dir.path().join("data"), "").replace("\"simulated\"", "\"rppal\"")).unwrap();

@@ -11,14 +11,21 @@ use super::VisionError;
 /// A model ready to run (optimised plan, single-threaded).
 pub type Plan = Arc<TypedRunnableModel<TypedModel>>;
 
-/// Reads, checks and optimises the model at `path`; `what` names it in errors.
-pub fn load(what: &'static str, path: &Path, sha256: &str) -> Result<Plan, VisionError> {
+/// The bytes of the model file at `path` once they match `sha256`; `what` names it in errors.
+pub fn verified(what: &'static str, path: &Path, sha256: &str) -> Result<Vec<u8>, VisionError> {
     let bad = |reason: String| VisionError::Model { what, path: path.to_path_buf(), reason };
     let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
     let digest = hex(&Sha256::digest(&bytes));
     if !digest.eq_ignore_ascii_case(sha256) {
         return Err(bad(format!("sha256 is {digest}, expected {sha256} (wrong or damaged file; run scripts/fetch-models.sh)")));
     }
+    Ok(bytes)
+}
+
+/// Reads, checks and optimises the model at `path`; `what` names it in errors.
+pub fn load(what: &'static str, path: &Path, sha256: &str) -> Result<Plan, VisionError> {
+    let bad = |reason: String| VisionError::Model { what, path: path.to_path_buf(), reason };
+    let bytes = verified(what, path, sha256)?;
     tract_onnx::onnx()
         .model_for_read(&mut bytes.as_slice())
         .and_then(|m| m.into_optimized())
