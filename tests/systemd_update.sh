@@ -233,6 +233,8 @@ out=$(tb_exec "$CLI" update rollback 2>&1); rc=$?
 if [[ $rc == 0 && "$out" == *manual_rollback* ]]; then pass "update rollback: $(tail -n1 <<<"$out")"; else fail "update rollback (exit $rc)" "$out"; fi
 check "back on slot a (0.1.0), healthy" wait_healthy_on a 20
 check "committed a" test "$(st 's["committed"]')" = a
+check "the outcome names the CLI's request (a re-run of slotctl cannot apply it twice)" \
+    test "$(st 's["outcomes"][-1]["rollback_request_id"][:6]')" = local-
 
 # --- 4b. the same over MQTT, against a real broker ----------------------------------------
 # The host's mosquitto and operator CLI run in the container's network namespace (it has

@@ -119,7 +119,10 @@ pub fn rollback(cfg: &Config) -> anyhow::Result<()> {
     let layout = Layout::from_config(&cfg.update);
     let state = load_state(&layout)?;
     let reason = "operator rollback (doorbell-agent update rollback)";
-    super::request::request_rollback(&cfg.data_dir, &state, reason, None)
+    // The id lets slotctl refuse to apply this request twice (after a crash that kept the
+    // file) and lets us find its outcome.
+    let id = format!("local-{}", uuid::Uuid::new_v4().simple());
+    super::request::request_rollback(&cfg.data_dir, &state, reason, Some(&id))
         .with_context(|| format!("writing the rollback request in {}", cfg.data_dir.display()))?;
     match &state.trial {
         Some(t) => println!("rollback of the trial of {} in slot {} requested", t.version, t.slot),
@@ -129,10 +132,11 @@ pub fn rollback(cfg: &Config) -> anyhow::Result<()> {
         println!("the agent is not running: the rollback happens at its next start (systemctl restart doorbell-agent)");
         return Ok(());
     }
-    let (before, start) = (last_id(&state), Instant::now());
+    let start = Instant::now();
     while start.elapsed() < HANDOVER {
         std::thread::sleep(Duration::from_millis(250));
-        if let Some(o) = State::load(&layout.state_file()).ok().and_then(|s| s.outcomes.into_iter().rev().find(|o| o.id > before)) {
+        let ours = |o: &crate::slot::Outcome| o.rollback_request_id.as_deref() == Some(id.as_str());
+        if let Some(o) = State::load(&layout.state_file()).ok().and_then(|s| s.outcomes.into_iter().find(ours)) {
             return report(&o);
         }
     }
