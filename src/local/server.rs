@@ -14,7 +14,7 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use crate::cmd::{Inbound, Origin, Response, LOCAL_STEPS};
 use crate::config::ControlConfig;
@@ -119,10 +119,7 @@ impl Server {
                 continue;
             };
             let (this, commands, shutdown) = (this.clone(), commands.clone(), shutdown.clone());
-            tokio::spawn(async move {
-                this.connection(stream, commands, shutdown).await;
-                drop(slot);
-            });
+            tokio::spawn(async move { this.connection(stream, slot, commands, shutdown).await });
         }
         if let Err(e) = fs::remove_file(&this.path) {
             log::warn!("control socket: removing {}: {e}", this.path.display());
@@ -130,9 +127,12 @@ impl Server {
     }
 
     /// Serves the requests of one connection, one after the other.
-    async fn connection(&self, stream: UnixStream, commands: mpsc::Sender<Inbound>, mut shutdown: Shutdown) {
+    async fn connection(&self, stream: UnixStream, slot: OwnedSemaphorePermit, commands: mpsc::Sender<Inbound>, mut shutdown: Shutdown) {
         let (read, mut write) = stream.into_split();
         let mut reader = BufReader::new(read);
+        // Declared after the stream's halves, so dropped before them: the slot is free by the
+        // time the client sees its connection close and may connect again at once.
+        let _slot = slot;
         loop {
             let read = tokio::select! {
                 _ = shutdown.recv() => return,
