@@ -226,40 +226,49 @@ impl RingFlow {
             seq += 1;
             let ring = self.ring(press, seq);
             let messages = self.announce.as_ref().map(|a| a.ring(&ring)).unwrap_or_default();
-            match self.store.put_ring(&ring, &messages) {
+            let stored = match self.store.put_ring(&ring, &messages) {
                 Ok(()) => {
                     let took = press.at.elapsed();
                     self.metrics.ring_latency.observe(&[], took.as_secs_f64());
-                    log::info!(
+                    Some(format!(
                         "ring {} stored: id={} result={} trigger={} in {:.1} ms",
                         ring.seq,
                         ring.id,
                         ring.result.as_str(),
                         ring.trigger,
                         took.as_secs_f64() * 1000.0
-                    );
+                    ))
                 }
                 Err(e) => {
                     self.metrics.errors.inc(&["store", "ring_write"]);
                     log::error!("ring {} could not be stored: {e}", ring.seq);
+                    None
                 }
-            }
+            };
             self.metrics.rings.inc(&[&ring.trigger, crate::time::period_of_day(ring.ts_ms)]);
             self.metrics.ring_results.inc(&[ring.result.as_str()]);
-            if ring.result == RingResult::Blocked {
+            let result = ring.result;
+            let blocked = (result == RingResult::Blocked).then(|| {
                 let who = ring.name.as_deref().unwrap_or("?");
                 let confidence = ring.confidence.map_or(String::new(), |c| format!(", confidence {c:.2}"));
-                let message = format!("blocked person {who} at the door (ring #{} {}{confidence})", ring.seq, ring.id);
-                let _ = self.alerts.blocking_send(AlertInput::Event { key: "blocked_person", severity: Severity::Critical, message });
-            }
-            let _ = self.alerts.blocking_send(AlertInput::Ring(ring.result));
-            let decided = press.at.elapsed();
-            let budget_ratio = decided.as_secs_f64() / self.budget.as_secs_f64();
-            let _ = self.alerts.blocking_send(AlertInput::Readings(vec![("pipeline_budget_ratio", budget_ratio)]));
+                format!("blocked person {who} at the door (ring #{} {}{confidence})", ring.seq, ring.id)
+            });
+            // /status shows the ring before the log says it is stored, and before the alert
+            // engine (which may be busy) hears of it: whoever follows the log sees it there.
             self.stats.send_modify(|s| {
                 s.rings += 1;
                 s.last = Some(ring);
             });
+            if let Some(line) = stored {
+                log::info!("{line}");
+            }
+            if let Some(message) = blocked {
+                let _ = self.alerts.blocking_send(AlertInput::Event { key: "blocked_person", severity: Severity::Critical, message });
+            }
+            let _ = self.alerts.blocking_send(AlertInput::Ring(result));
+            let decided = press.at.elapsed();
+            let budget_ratio = decided.as_secs_f64() / self.budget.as_secs_f64();
+            let _ = self.alerts.blocking_send(AlertInput::Readings(vec![("pipeline_budget_ratio", budget_ratio)]));
         }
     }
 
