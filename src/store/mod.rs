@@ -515,12 +515,22 @@ fn lock_dir(data_dir: &Path) -> Result<File, StoreError> {
         .write(true)
         .open(&path)
         .map_err(|source| StoreError::DataDir { path: path.clone(), source })?;
+    // A lock just released can still be held for a moment by a child process between its
+    // fork and exec (the lock belongs to the open file, which the child shares until exec
+    // closes it): wait that out before concluding another agent has the directory.
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
     // SAFETY: flock on a file descriptor we own; no memory is involved.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        return Err(StoreError::Locked(data_dir.to_path_buf()));
+    while unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        if std::time::Instant::now() >= deadline {
+            return Err(StoreError::Locked(data_dir.to_path_buf()));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
     Ok(file)
 }
+
+/// How long `Store::open` waits for the data directory's lock.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The core trees inside a `Store::transact` write.
 struct Trees<'a> {
