@@ -3,7 +3,6 @@
 
 use std::path::Path;
 
-use sha2::{Digest, Sha256};
 use tract_onnx::prelude::*;
 
 use super::VisionError;
@@ -15,7 +14,7 @@ pub type Plan = Arc<TypedRunnableModel<TypedModel>>;
 pub fn verified(what: &'static str, path: &Path, sha256: &str) -> Result<Vec<u8>, VisionError> {
     let bad = |reason: String| VisionError::Model { what, path: path.to_path_buf(), reason };
     let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
-    let digest = hex(&Sha256::digest(&bytes));
+    let digest = crate::update::artifact::sha256_hex(&bytes);
     if !digest.eq_ignore_ascii_case(sha256) {
         return Err(bad(format!("sha256 is {digest}, expected {sha256} (wrong or damaged file; run scripts/fetch-models.sh)")));
     }
@@ -39,9 +38,4 @@ pub fn run(plan: &Plan, shape: &[usize], input: Vec<f32>) -> Result<Vec<Vec<f32>
     let tensor = Tensor::from_shape(shape, &input).map_err(|e| VisionError::Inference(e.to_string()))?;
     let outputs = plan.run(tvec!(tensor.into())).map_err(|e| VisionError::Inference(e.to_string()))?;
     outputs.iter().map(|o| o.as_slice::<f32>().map(<[f32]>::to_vec).map_err(|e| VisionError::Inference(e.to_string()))).collect()
-}
-
-/// Lowercase hex of a digest.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
