@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use base64::Engine;
 use ed25519_dalek::SigningKey;
-use rumqttc::{AsyncClient, Event, EventLoop, Incoming, MqttOptions, Publish, QoS, TlsConfiguration, Transport};
+use rumqttc::{AsyncClient, Event, EventLoop, Incoming, MqttOptions, Publish, QoS, SubAck, TlsConfiguration, Transport};
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
@@ -189,9 +189,7 @@ pub(super) async fn subscribe(
     while acked < filters.len() {
         match next(events, broker).await? {
             Event::Incoming(Incoming::SubAck(ack)) => {
-                if ack.return_codes.iter().any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure)) {
-                    bail!("the broker refused the subscription to {filters:?} (ACL?)");
-                }
+                granted(&ack, filters)?;
                 acked += 1;
             }
             Event::Incoming(Incoming::Publish(m)) => early.push(m),
@@ -199,6 +197,14 @@ pub(super) async fn subscribe(
         }
     }
     Ok(early)
+}
+
+/// An error naming `filters` when the broker refused any of them (its ACL, usually).
+fn granted(ack: &SubAck, filters: &[String]) -> anyhow::Result<()> {
+    if ack.return_codes.iter().any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure)) {
+        bail!("the broker refused the subscription to {filters:?} (ACL?)");
+    }
+    Ok(())
 }
 
 /// The device id of `{prefix}/{device}/...`.
@@ -396,9 +402,7 @@ async fn watch(broker: &Broker, device: Option<&str>, json: bool, session: Optio
                 continue;
             }
             Ok(Event::Incoming(Incoming::SubAck(ack))) => {
-                if ack.return_codes.iter().any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure)) {
-                    bail!("the broker refused the subscription to {filters:?} (ACL?)");
-                }
+                granted(&ack, &filters)?;
                 continue;
             }
             Ok(_) => continue,
