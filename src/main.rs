@@ -472,6 +472,9 @@ async fn agent(path: &Path, loaded: settings::Loaded, logs: Recent) -> anyhow::R
     }
     let updating = tokio::spawn(updates.run(shutdown.clone()));
     doorbell_agent::memory::shed_unused_code();
+    // Caught before READY: systemd may stop us the moment we are ready, and the default
+    // action of SIGTERM would end the agent without its clean stop.
+    let stop_signal = stop_signals()?;
     systemd::ready(&view.line());
     log::info!(
         "doorbell-agent {VERSION} ready in {} ms: device {device_id}, button {}, control {}, probe http://{}",
@@ -483,8 +486,8 @@ async fn agent(path: &Path, loaded: settings::Loaded, logs: Recent) -> anyhow::R
     let supervisor = tokio::spawn(systemd::supervise(view, shutdown.clone()));
 
     let code = tokio::select! {
-        signal = wait_for_signal() => {
-            log::info!("{} received: stopping", signal?);
+        signal = stop_signal => {
+            log::info!("{signal} received: stopping");
             0
         }
         Some(stop) = stop_requests.recv() => {
@@ -526,12 +529,15 @@ async fn agent(path: &Path, loaded: settings::Loaded, logs: Recent) -> anyhow::R
     Ok(code)
 }
 
-async fn wait_for_signal() -> anyhow::Result<&'static str> {
+/// Catches SIGTERM and SIGINT from this call on; the future names the first to arrive.
+fn stop_signals() -> anyhow::Result<impl std::future::Future<Output = &'static str>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
     })
 }

@@ -110,6 +110,17 @@ fn sigterm_stops_cleanly_within_five_seconds() {
     assert!(agent.log().contains("stopped cleanly"));
 }
 
+/// systemd may stop the agent the moment it reports READY: the stop is still a clean one.
+#[test]
+fn sigterm_right_after_ready_is_a_clean_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    for _ in 0..10 {
+        let mut agent = Agent::start(dir.path(), &config(&dir.path().join("data"), ""));
+        let (status, _) = agent.signal(libc::SIGTERM);
+        assert_eq!(status.code(), Some(0), "log:\n{}", agent.log());
+    }
+}
+
 #[test]
 fn unreadable_store_is_moved_aside_and_raises_critical_store_reset() {
     let dir = tempfile::tempdir().unwrap();
