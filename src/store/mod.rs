@@ -14,6 +14,7 @@ pub use records::{decode, encode, AlertState, AlertV1, DecodeError, OutboxV1, Re
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,6 +28,9 @@ use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 
 const RING_SEQ: &[u8] = b"ring_seq";
+/// Indexes into `Store::counts`.
+const RINGS: usize = 0;
+const ALERTS: usize = 1;
 /// Outbox messages dropped (outbox full) and not yet reported over the fleet link.
 const OUTBOX_DROPS: &[u8] = b"outbox_unreported_drops";
 
@@ -81,6 +85,9 @@ pub struct Store {
     // its flush, so that readers never see a message before it is durable.
     outbox_index: Arc<Mutex<outbox::Index>>,
     outbox_changed: Arc<Notify>,
+    // Records in `rings` and `alerts`, counted once at open and kept up to date by every
+    // write: sled's `len()` reads the whole tree, which /status and the gauges must not do.
+    counts: Arc<[AtomicUsize; 2]>,
     // The last write failure, until a write succeeds again (feeds the `store` check).
     write_error: Arc<Mutex<Option<String>>>,
     // Held for the life of the store: one agent per data directory.
@@ -118,9 +125,11 @@ impl Store {
             }
             index.durable = index.durable.max(key_u64(&k));
         }
+        let (rings, alerts) = (db.open_tree("rings")?, db.open_tree("alerts")?);
+        let counts = Arc::new([AtomicUsize::new(rings.len()), AtomicUsize::new(alerts.len())]);
         let store = Store {
-            rings: db.open_tree("rings")?,
-            alerts: db.open_tree("alerts")?,
+            rings,
+            alerts,
             meta: db.open_tree("meta")?,
             outbox,
             db,
@@ -128,6 +137,7 @@ impl Store {
             metrics,
             outbox_index: Arc::new(Mutex::new(index)),
             outbox_changed: Arc::new(Notify::new()),
+            counts,
             write_error: Arc::new(Mutex::new(None)),
             _lock: Arc::new(lock),
         };
@@ -188,11 +198,12 @@ impl Store {
     pub fn put_ring(&self, ring: &RingV1, announce: &[OutboxV1]) -> Result<(), StoreError> {
         let record = Record::RingV1(ring.clone()).encode();
         let seq = Record::CounterV1(ring.seq).encode();
-        self.transact(announce, |t| {
+        let added = self.transact(announce, |t| {
             t.meta.insert(RING_SEQ, seq.clone())?;
-            t.rings.insert(&ring.seq.to_be_bytes(), record.clone())?;
-            Ok(())
-        })
+            Ok(t.rings.insert(&ring.seq.to_be_bytes(), record.clone())?.is_none())
+        })?;
+        self.counts[RINGS].fetch_add(usize::from(added), Ordering::Relaxed);
+        Ok(())
     }
 
     /// Ring `seq`, if it is still stored.
@@ -220,11 +231,13 @@ impl Store {
     /// Stores a new alert durably, with its announcements; returns its store key.
     pub fn insert_alert(&self, alert: &AlertV1, announce: &[OutboxV1]) -> Result<u64, StoreError> {
         let record = Record::AlertV1(alert.clone()).encode();
-        self.transact(announce, |t| {
+        let key = self.transact(announce, |t| {
             let key = t.alerts.generate_id()?;
             t.alerts.insert(&key.to_be_bytes(), record.clone())?;
             Ok(key)
-        })
+        })?;
+        self.counts[ALERTS].fetch_add(1, Ordering::Relaxed);
+        Ok(key)
     }
 
     /// Replaces a stored alert durably (a lifecycle transition), with its announcements.
@@ -383,7 +396,7 @@ impl Store {
 
     /// Number of (rings, alerts, outbox) records.
     pub fn counts(&self) -> (usize, usize, usize) {
-        (self.rings.len(), self.alerts.len(), self.outbox_depth().0)
+        (self.counts[RINGS].load(Ordering::Relaxed), self.counts[ALERTS].load(Ordering::Relaxed), self.outbox_depth().0)
     }
 
     /// On-disk size in bytes.
@@ -397,14 +410,15 @@ impl Store {
         // Over the size budget, keep only three quarters of the ring allowance this pass.
         let max_rings = if over_budget { self.limits.max_rings * 3 / 4 } else { self.limits.max_rings };
         let mut pruned = Pruned::default();
-        let excess = self.rings.len().saturating_sub(max_rings);
-        for kv in self.rings.iter().take(excess) {
-            let (k, _) = kv?;
-            self.rings.remove(k)?;
-            pruned.rings += 1;
+        let (rings, alerts, _) = self.counts();
+        for kv in self.rings.iter().keys().take(rings.saturating_sub(max_rings)) {
+            if self.rings.remove(kv?)?.is_some() {
+                self.counts[RINGS].fetch_sub(1, Ordering::Relaxed);
+                pruned.rings += 1;
+            }
         }
 
-        let excess = self.alerts.len().saturating_sub(self.limits.max_alerts);
+        let excess = alerts.saturating_sub(self.limits.max_alerts);
         if excess > 0 {
             // Cleared before active, lowest severity before highest, oldest before newest.
             // Records of a newer version are never candidates: they are not ours to drop.
@@ -420,8 +434,10 @@ impl Store {
                 .collect();
             candidates.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2)));
             for (_, _, key) in candidates.into_iter().take(excess) {
-                self.alerts.remove(key.to_be_bytes())?;
-                pruned.alerts += 1;
+                if self.alerts.remove(key.to_be_bytes())?.is_some() {
+                    self.counts[ALERTS].fetch_sub(1, Ordering::Relaxed);
+                    pruned.alerts += 1;
+                }
             }
         }
         if pruned != Pruned::default() {
@@ -609,6 +625,40 @@ mod tests {
         let keys: Vec<u64> = s.alerts(false, 100).into_iter().map(|(k, _)| k).collect();
         assert!(keys.contains(&critical) && keys.contains(&active));
         assert_eq!(keys.len(), 10);
+    }
+
+    #[test]
+    fn counts_follow_writes_pruning_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = StoreConfig { max_rings: 5, max_alerts: 10, ..StoreConfig::default() };
+        let ring = |seq| RingV1 {
+            id: format!("r{seq}"),
+            seq,
+            trigger: "button".into(),
+            result: RingResult::NoFace,
+            name: None,
+            confidence: None,
+            stage_ms: Default::default(),
+            reason: None,
+            ts_ms: seq,
+        };
+        {
+            let (s, _) = open(dir.path(), &limits);
+            for seq in 1..=8 {
+                s.put_ring(&ring(seq), &[]).unwrap();
+            }
+            // Writing the same ring again (a retried write) must not count it twice.
+            s.put_ring(&ring(8), &[]).unwrap();
+            let key = s.insert_alert(&alert("a", Severity::Major, AlertState::Raised), &[]).unwrap();
+            s.update_alert(key, &alert("a", Severity::Major, AlertState::Cleared), &[]).unwrap();
+            assert_eq!(s.counts(), (8, 1, 0));
+            assert_eq!(s.prune().unwrap(), Pruned { rings: 3, alerts: 0 });
+            assert_eq!(s.counts(), (5, 1, 0));
+            assert_eq!(s.rings(100).len(), 5);
+        }
+        let (s, _) = open(dir.path(), &limits);
+        assert_eq!(s.counts(), (5, 1, 0));
+        assert_eq!(s.rings(100).iter().map(|r| r.seq).collect::<Vec<_>>(), vec![8, 7, 6, 5, 4]);
     }
 
     #[test]
