@@ -228,8 +228,9 @@ pub struct StoreConfig {
     pub max_alerts: usize,
     /// On-disk size budget in MiB; above it the store is pruned harder.
     pub max_size_mib: u64,
-    /// sled page cache in MiB (sled's default of 1 GiB would eat a Pi Zero).
-    pub cache_mib: u64,
+    /// sled page cache in MiB, fractions allowed (sled's default of 1 GiB would eat a Pi
+    /// Zero). Rings are written once and rarely read back, so a small cache costs little.
+    pub cache_mib: f64,
     /// Messages the MQTT outbox keeps while the broker is unreachable; beyond it the least
     /// severe, oldest ones are dropped (and counted).
     pub max_outbox_messages: usize,
@@ -246,7 +247,7 @@ impl Default for StoreConfig {
             max_rings: 10_000,
             max_alerts: 2_000,
             max_size_mib: 64,
-            cache_mib: 2,
+            cache_mib: 0.0625,
             max_outbox_messages: 10_000,
             max_outbox_mib: 16,
             maintenance_interval: Duration::from_secs(600),
@@ -913,8 +914,8 @@ impl Config {
         if !(4..=65_536).contains(&self.store.max_size_mib) {
             return bad("store.max_size_mib", format!("{} is out of range 4..=65536", self.store.max_size_mib));
         }
-        if !(1..=1024).contains(&self.store.cache_mib) {
-            return bad("store.cache_mib", format!("{} is out of range 1..=1024", self.store.cache_mib));
+        if !(0.0625..=1024.0).contains(&self.store.cache_mib) {
+            return bad("store.cache_mib", format!("{} is out of range 0.0625..=1024", self.store.cache_mib));
         }
         if !(10..=1_000_000).contains(&self.store.max_outbox_messages) {
             return bad("store.max_outbox_messages", format!("{} is out of range 10..=1000000", self.store.max_outbox_messages));

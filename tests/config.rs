@@ -42,6 +42,8 @@ fn each_bad_config_exits_78_naming_file_and_key() {
             "`alerts.rule[0].clear_threshold`",
         ),
         ("store too small", "[store]\nmax_rings = 1", "`store.max_rings`"),
+        ("store cache below 64 KiB", "[store]\ncache_mib = 0.01", "`store.cache_mib`"),
+        ("store cache not a number", "[store]\ncache_mib = nan", "`store.cache_mib`"),
         ("http capture without url", "[capture]\nsource = \"http\"", "`capture.url`"),
         ("https capture url", "[capture]\nsource = \"http\"\nurl = \"https://cam/snap.jpg\"", "`capture.url`"),
         ("empty camera command", "[capture]\ncommand = []", "`capture.command`"),

@@ -505,7 +505,7 @@ pub async fn maintain(store: Store, interval: Duration, health: Board, mut shutd
 fn open_db(path: &Path, limits: &StoreConfig) -> sled::Result<sled::Db> {
     sled::Config::new()
         .path(path)
-        .cache_capacity(limits.cache_mib * 1024 * 1024)
+        .cache_capacity((limits.cache_mib * 1024.0 * 1024.0) as u64)
         .mode(sled::Mode::LowSpace)
         // We flush explicitly after every write that must be durable; no background flusher.
         .flush_every_ms(None)

@@ -16,14 +16,19 @@ use crate::{
 #[cfg(any(test, feature = "lock_free_delays"))]
 const MAX_QUEUE_ITEMS: usize = 4;
 
+// [lru patch] upstream: 64. Accesses are only applied to the LRU once a shard's queue
+// holds this many; with a small cache most pages never reached the LRU and were never
+// evicted. See PATCHES.md.
 #[cfg(not(any(test, feature = "lock_free_delays")))]
-const MAX_QUEUE_ITEMS: usize = 64;
+const MAX_QUEUE_ITEMS: usize = 8;
 
 #[cfg(any(test, feature = "lock_free_delays"))]
 const N_SHARDS: usize = 2;
 
+// [lru patch] upstream: 256, each with 1/256 of the capacity. One shard keeps the
+// capacity exact for a cache of a few hundred KiB. See PATCHES.md.
 #[cfg(not(any(test, feature = "lock_free_delays")))]
-const N_SHARDS: usize = 256;
+const N_SHARDS: usize = 1;
 
 struct AccessBlock {
     len: AtomicUsize,
