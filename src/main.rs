@@ -233,6 +233,7 @@ fn run(path: &Path, loaded: settings::Loaded, logs: Recent) -> anyhow::Result<u8
         std::hint::black_box(ballast);
     }
     doorbell_agent::memory::limit_arenas();
+    doorbell_agent::memory::map_large_allocations();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(4)

@@ -40,12 +40,13 @@ pub fn shed_unused_code() {
     }
 }
 
-/// Worker side: large buffers (model weights while loading, decoded frames) are always
-/// mmapped, so freeing them returns them to the system instead of growing the heap
-/// (glibc otherwise raises its mmap threshold after the first large free).
+/// Large buffers (the worker's model weights and decoded frames, the store's 512 KiB write
+/// buffers in the agent) are always mmapped, so freeing them returns them to the system
+/// instead of growing the heap: glibc otherwise raises its mmap threshold after the first
+/// large free, and later ones land in the heap, where they fragment it.
 pub fn map_large_allocations() {
     #[cfg(target_env = "gnu")]
-    // SAFETY: mallopt only tunes the allocator; called before the worker allocates much.
+    // SAFETY: mallopt only tunes the allocator; called before the process allocates much.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
     }
