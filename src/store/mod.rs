@@ -28,9 +28,6 @@ use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 
 const RING_SEQ: &[u8] = b"ring_seq";
-/// Indexes into `Store::counts`.
-const RINGS: usize = 0;
-const ALERTS: usize = 1;
 /// Outbox messages dropped (outbox full) and not yet reported over the fleet link.
 const OUTBOX_DROPS: &[u8] = b"outbox_unreported_drops";
 
@@ -87,7 +84,7 @@ pub struct Store {
     outbox_changed: Arc<Notify>,
     // Records in `rings` and `alerts`, counted once at open and kept up to date by every
     // write: sled's `len()` reads the whole tree, which /status and the gauges must not do.
-    counts: Arc<[AtomicUsize; 2]>,
+    counts: Arc<Counts>,
     // The last write failure, until a write succeeds again (feeds the `store` check).
     write_error: Arc<Mutex<Option<String>>>,
     // Held for the life of the store: one agent per data directory.
@@ -126,7 +123,7 @@ impl Store {
             index.durable = index.durable.max(key_u64(&k));
         }
         let (rings, alerts) = (db.open_tree("rings")?, db.open_tree("alerts")?);
-        let counts = Arc::new([AtomicUsize::new(rings.len()), AtomicUsize::new(alerts.len())]);
+        let counts = Arc::new(Counts { rings: AtomicUsize::new(rings.len()), alerts: AtomicUsize::new(alerts.len()) });
         let store = Store {
             rings,
             alerts,
@@ -202,7 +199,7 @@ impl Store {
             t.meta.insert(RING_SEQ, seq.clone())?;
             Ok(t.rings.insert(&ring.seq.to_be_bytes(), record.clone())?.is_none())
         })?;
-        self.counts[RINGS].fetch_add(usize::from(added), Ordering::Relaxed);
+        self.counts.rings.fetch_add(usize::from(added), Ordering::Relaxed);
         Ok(())
     }
 
@@ -236,7 +233,7 @@ impl Store {
             t.alerts.insert(&key.to_be_bytes(), record.clone())?;
             Ok(key)
         })?;
-        self.counts[ALERTS].fetch_add(1, Ordering::Relaxed);
+        self.counts.alerts.fetch_add(1, Ordering::Relaxed);
         Ok(key)
     }
 
@@ -396,7 +393,7 @@ impl Store {
 
     /// Number of (rings, alerts, outbox) records.
     pub fn counts(&self) -> (usize, usize, usize) {
-        (self.counts[RINGS].load(Ordering::Relaxed), self.counts[ALERTS].load(Ordering::Relaxed), self.outbox_depth().0)
+        (self.counts.rings.load(Ordering::Relaxed), self.counts.alerts.load(Ordering::Relaxed), self.outbox_depth().0)
     }
 
     /// On-disk size in bytes.
@@ -413,7 +410,7 @@ impl Store {
         let (rings, alerts, _) = self.counts();
         for kv in self.rings.iter().keys().take(rings.saturating_sub(max_rings)) {
             if self.rings.remove(kv?)?.is_some() {
-                self.counts[RINGS].fetch_sub(1, Ordering::Relaxed);
+                self.counts.rings.fetch_sub(1, Ordering::Relaxed);
                 pruned.rings += 1;
             }
         }
@@ -435,7 +432,7 @@ impl Store {
             candidates.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2)));
             for (_, _, key) in candidates.into_iter().take(excess) {
                 if self.alerts.remove(key.to_be_bytes())?.is_some() {
-                    self.counts[ALERTS].fetch_sub(1, Ordering::Relaxed);
+                    self.counts.alerts.fetch_sub(1, Ordering::Relaxed);
                     pruned.alerts += 1;
                 }
             }
@@ -547,6 +544,12 @@ fn lock_dir(data_dir: &Path) -> Result<File, StoreError> {
 
 /// How long `Store::open` waits for the data directory's lock.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Records in the `rings` and `alerts` trees.
+struct Counts {
+    rings: AtomicUsize,
+    alerts: AtomicUsize,
+}
 
 /// The core trees inside a `Store::transact` write.
 struct Trees<'a> {
