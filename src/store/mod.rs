@@ -537,13 +537,13 @@ fn lock_dir(data_dir: &Path) -> Result<File, StoreError> {
         if std::time::Instant::now() >= deadline {
             return Err(StoreError::Locked(data_dir.to_path_buf()));
         }
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(20));
     }
     Ok(file)
 }
 
 /// How long `Store::open` waits for the data directory's lock.
-const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+const LOCK_WAIT: Duration = Duration::from_secs(1);
 
 /// Records in the `rings` and `alerts` trees.
 struct Counts {
