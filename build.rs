@@ -1,5 +1,6 @@
 //! Passes the target triple to the code (update artifacts name the target they were built
-//! for, and the device refuses one built for another), and packs the binaries' relocations.
+//! for, and the device refuses one built for another), packs the binaries' relocations and
+//! keeps the pipeline worker's code apart from the agent's.
 fn main() {
     let target = std::env::var("TARGET").unwrap_or_default();
     println!("cargo:rustc-env=DOORBELL_TARGET={target}");
@@ -10,5 +11,11 @@ fn main() {
     if target.ends_with("-linux-gnu") || target.ends_with("-linux-gnueabihf") {
         println!("cargo:rustc-link-arg=-Wl,-z,pack-relative-relocs");
     }
+    // The worker's code in a section of its own, away from the agent's (see the script).
+    if std::env::var_os("CARGO_FEATURE_FACES").is_some() && target.contains("-linux-") {
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("link/worker.ld");
+        println!("cargo:rustc-link-arg=-Wl,-T,{}", script.display());
+    }
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=link/worker.ld");
 }

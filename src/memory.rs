@@ -4,12 +4,13 @@
 /// Agent side: the binary also carries the worker's inference code and tables, which the
 /// agent never uses, but the dynamic loader reads the relocation tables and the kernel's
 /// fault-around maps up to 16 neighbouring pages of every page touched, so several MiB of
-/// the file end up resident. Read-ahead is switched off for our own read-only mappings and
-/// their pages are dropped; from then on only what the agent uses is faulted back in.
-/// Mappings with anonymous (written) pages, such as the relocated RELRO segment, are left
-/// alone: dropping those would lose the relocations.
+/// the file end up resident. The shared libraries are the same on a smaller scale: the loader
+/// reads their symbol tables once, to bind our imports, and never again. Read-ahead is
+/// switched off for every read-only file mapping and its pages are dropped; from then on only
+/// what the agent uses is faulted back in (link/worker.ld keeps the worker's code apart, so
+/// that fault-around does not bring it back). Mappings with anonymous (written) pages, such
+/// as a relocated RELRO segment, are left alone: dropping those would lose the relocations.
 pub fn shed_unused_code() {
-    let Ok(exe) = std::fs::read_link("/proc/self/exe") else { return };
     let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else { return };
     let mut current: Option<(usize, usize)> = None;
     for line in smaps.lines() {
@@ -18,9 +19,9 @@ pub fn shed_unused_code() {
         if let Some((start, end)) = first.split_once('-').filter(|_| !first.ends_with(':')) {
             // A mapping header: "start-end perms offset dev inode path".
             let perms = fields.next().unwrap_or("");
-            let ours = fields.nth(3).map(std::path::Path::new) == Some(exe.as_path());
+            let file_backed = fields.nth(3).is_some_and(|path| path.starts_with('/'));
             current = match (usize::from_str_radix(start, 16), usize::from_str_radix(end, 16)) {
-                (Ok(s), Ok(e)) if ours && perms.starts_with('r') && !perms.contains('w') => Some((s, e)),
+                (Ok(s), Ok(e)) if file_backed && perms.starts_with('r') && !perms.contains('w') => Some((s, e)),
                 _ => None,
             };
         } else if let (Some((start, end)), "Anonymous:") = (current, first) {
@@ -28,7 +29,7 @@ pub fn shed_unused_code() {
             if fields.next() != Some("0") {
                 continue;
             }
-            // SAFETY: the range is one of our own read-only, file-backed mappings as the
+            // SAFETY: the range is one of our read-only, file-backed mappings as the
             // kernel lists them, with no anonymous (modified) page: MADV_RANDOM only changes
             // read-ahead, and MADV_DONTNEED only drops clean pages that the next access reads
             // back from the file.
