@@ -9,10 +9,14 @@ Measures, on the real stripped release binary:
     fleet link up to a mosquitto started for the run (budget 8 MiB; --no-broker leaves the
     link out), and idle CPU over that window from /proc/PID/stat (budget 0.5 % of one core);
   * threads and open file descriptors at the end;
+  * RSS after --rings rings pressed through the probe one after the other, each waited for
+    until it is stored, the worker deciding each (budget 8 MiB: the same agent, now with its
+    ring path, store and malloc arenas in use);
   * the RSS of the pipeline worker the agent keeps warm, with both models loaded (budget
     48 MiB); the models come from scripts/fetch-models.sh (DOORBELL_MODELS).
 
-Usage: scripts/footprint.py [--duration 300] [--starts 10] [--binary PATH] [--no-build] [--no-broker]
+Usage: scripts/footprint.py [--duration 300] [--starts 10] [--rings 200] [--no-build] [--no-broker]
+The agent runs with the Environment= of its systemd unit (scripts/unitenv.py), as on a device.
 Prints a table and exits 1 if a budget is exceeded. Stdlib only.
 """
 
@@ -24,6 +28,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+
+from unitenv import unit_environment
 
 MIB = 1024 * 1024
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -32,8 +39,12 @@ CONFIG = """device_id = "footprint"
 data_dir = "{data}"
 [gpio]
 backend = "simulated"
+# The rings phase presses one ring after another as fast as they are stored.
+debounce = "0ms"
+burst = 10000
+rings_per_minute = 600000
 [probe]
-listen = "127.0.0.1:0"
+listen = "127.0.0.1:{probe_port}"
 [sampler]
 interval = "1s"
 [capture]
@@ -88,12 +99,12 @@ def start_broker():
     sys.exit("mosquitto did not start")
 
 
-def start(binary, workdir, notify_path, broker_port=None):
+def start(binary, workdir, notify_path, broker_port=None, probe_port=0):
     """Starts the agent with NOTIFY_SOCKET; returns (process, seconds until READY=1)."""
     data = os.path.join(workdir, "data")
     config = os.path.join(workdir, "config.toml")
     with open(config, "w") as f:
-        f.write(CONFIG.format(data=data, models=MODELS))
+        f.write(CONFIG.format(data=data, models=MODELS, probe_port=probe_port))
         if broker_port:
             f.write(MQTT.format(port=broker_port))
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -101,7 +112,7 @@ def start(binary, workdir, notify_path, broker_port=None):
         os.unlink(notify_path)
     sock.bind(notify_path)
     sock.settimeout(10)
-    env = dict(os.environ, NOTIFY_SOCKET=notify_path, RUST_LOG="warn")
+    env = dict(os.environ, **unit_environment(), NOTIFY_SOCKET=notify_path, RUST_LOG="warn")
     env.pop("JOURNAL_STREAM", None)
     t0 = time.monotonic()
     proc = subprocess.Popen([binary, "-c", config, "run"], env=env, stdin=subprocess.DEVNULL,
@@ -135,6 +146,27 @@ def proc_status(pid, field):
     raise KeyError(field)
 
 
+def press_rings(probe_port, count):
+    """Presses `count` rings through the probe, each once the previous one is stored."""
+    base = f"http://127.0.0.1:{probe_port}"
+
+    def stored():
+        with urllib.request.urlopen(base + "/metrics", timeout=10) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith("doorbell_ring_stored_seconds_count"):
+                    return int(float(line.split()[-1]))
+        return 0
+
+    first = stored()
+    for n in range(1, count + 1):
+        urllib.request.urlopen(urllib.request.Request(base + "/simulate/press", data=b"", method="POST"), timeout=10).close()
+        deadline = time.monotonic() + 30
+        while stored() < first + n:
+            if time.monotonic() > deadline:
+                sys.exit(f"ring {n} was not stored within 30 s")
+            time.sleep(0.005)
+
+
 def cpu_ticks(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
@@ -147,6 +179,7 @@ def main():
     ap.add_argument("--starts", type=int, default=10, help="start-to-READY runs (default 10)")
     ap.add_argument("--no-build", action="store_true", help="use the release binaries as they are")
     ap.add_argument("--no-broker", action="store_true", help="measure without the fleet link")
+    ap.add_argument("--rings", type=int, default=200, help="rings pressed after the idle window (default 200)")
     args = ap.parse_args()
     broker, broker_port = (None, None) if args.no_broker else start_broker()
 
@@ -165,7 +198,8 @@ def main():
 
         run_dir = os.path.join(work, "idle")
         os.mkdir(run_dir)
-        proc, _ = start(binary, run_dir, notify, broker_port)
+        probe_port = free_port()
+        proc, _ = start(binary, run_dir, notify, broker_port, probe_port)
         pid = proc.pid
         hz = os.sysconf("SC_CLK_TCK")
         # Let start-up settle (first samples, lazily started threads) before measuring CPU.
@@ -183,6 +217,9 @@ def main():
         fds = len(os.listdir(f"/proc/{pid}/fd"))
         workers = [int(c) for t in os.listdir(f"/proc/{pid}/task") for c in open(f"/proc/{pid}/task/{t}/children").read().split()]
         worker_rss = proc_status(workers[0], "VmRSS") * 1024 if workers else None
+        press_rings(probe_port, args.rings)
+        time.sleep(1)
+        rings_rss = proc_status(pid, "VmRSS") * 1024
         stop(proc)
     if broker:
         broker.kill()
@@ -198,6 +235,7 @@ def main():
         ("idle RSS peak", f"{peak_rss / MIB:.2f} MiB", peak_rss <= 8 * MIB, "<= 8 MiB"),
         ("idle CPU (one core)", f"{cpu:.3f} %", cpu <= 0.5, "<= 0.5 %"),
         ("threads / open fds", f"{threads} / {fds}", True, ""),
+        (f"RSS after {args.rings} rings", f"{rings_rss / MIB:.2f} MiB", rings_rss <= 8 * MIB, "<= 8 MiB"),
         ("pipeline worker RSS (models loaded)", "not running" if worker_rss is None else f"{worker_rss / MIB:.2f} MiB",
          worker_rss is not None and worker_rss <= 48 * MIB, "<= 48 MiB"),
     ]

@@ -11,7 +11,8 @@ and the least-squares slope, and exits 1 if anonymous memory grew by more than
 --max-growth MiB after the warm-up or a ring was not delivered.
 
 Usage: scripts/soak.py [--duration 1800] [--flap 60] [--down 10] [--press-every 5] [--binary PATH]
-Stdlib only; needs mosquitto. The observer is `doorbell-agent fleet watch --session`.
+Stdlib only; needs mosquitto. The observer is `doorbell-agent fleet watch --session`. The agent
+runs with the Environment= of its systemd unit (scripts/unitenv.py), as on a device.
 """
 
 import argparse
@@ -24,6 +25,8 @@ import sys
 import tempfile
 import time
 import urllib.request
+
+from unitenv import unit_environment
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MIB = 1024 * 1024
@@ -97,7 +100,7 @@ def main():
                 f'[sampler]\ninterval = "1s"\n[mqtt]\nurl = "mqtt://127.0.0.1:{port}"\ntelemetry_interval = "10s"\n'
                 f'reconnect_min = "500ms"\nreconnect_max = "5s"\n')
     agent = subprocess.Popen([args.binary, "-c", config, "run"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                             env=dict(os.environ, RUST_LOG="warn,doorbell_agent=info"))
+                             env=dict(os.environ, **unit_environment(), RUST_LOG="warn,doorbell_agent=info"))
     addr = None
     for line in agent.stderr:
         if " ready in " in line:
