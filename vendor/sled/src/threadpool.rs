@@ -21,7 +21,10 @@ const MAX_THREADS: usize = 16;
 #[cfg(not(windows))]
 const MAX_THREADS: usize = 128;
 
-const DESIRED_WAITING_THREADS: usize = 7;
+// [threads patch] upstream: 7. These threads are spawned at the first write, never exit
+// and wake every second; an embedded process with one flush at a time needs two (more are
+// spawned on demand when work queues up, and leave after a second of idleness).
+const DESIRED_WAITING_THREADS: usize = 2;
 
 static WAITING_THREAD_COUNT: AtomicUsize = AtomicUsize::new(0);
 static TOTAL_THREAD_COUNT: AtomicUsize = AtomicUsize::new(0);
