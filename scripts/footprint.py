@@ -16,7 +16,7 @@ Measures, on the real stripped release binary:
     48 MiB); the models come from scripts/fetch-models.sh (DOORBELL_MODELS).
 
 Usage: scripts/footprint.py [--duration 300] [--starts 10] [--rings 200] [--no-build] [--no-broker]
-The agent runs with the Environment= of its systemd unit (scripts/unitenv.py), as on a device.
+The agent runs with the Environment= of its systemd unit (scripts/harness.py), as on a device.
 Prints a table and exits 1 if a budget is exceeded. Stdlib only.
 """
 
@@ -28,9 +28,8 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
-from unitenv import unit_environment
+from harness import free_port, http, unit_environment
 
 MIB = 1024 * 1024
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -76,12 +75,6 @@ def build():
 def built():
     return (os.path.join(REPO, "target", "release", "doorbell-agent"),
             os.path.join(NO_FACES_TARGET, "release", "doorbell-agent"))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_broker():
@@ -148,18 +141,17 @@ def proc_status(pid, field):
 
 def press_rings(probe_port, count):
     """Presses `count` rings through the probe, each once the previous one is stored."""
-    base = f"http://127.0.0.1:{probe_port}"
+    addr = f"127.0.0.1:{probe_port}"
 
     def stored():
-        with urllib.request.urlopen(base + "/metrics", timeout=10) as r:
-            for line in r.read().decode().splitlines():
-                if line.startswith("doorbell_ring_stored_seconds_count"):
-                    return int(float(line.split()[-1]))
+        for line in http(addr, "GET", "/metrics").decode().splitlines():
+            if line.startswith("doorbell_ring_stored_seconds_count"):
+                return int(float(line.split()[-1]))
         return 0
 
     first = stored()
     for n in range(1, count + 1):
-        urllib.request.urlopen(urllib.request.Request(base + "/simulate/press", data=b"", method="POST"), timeout=10).close()
+        http(addr, "POST", "/simulate/press")
         deadline = time.monotonic() + 30
         while stored() < first + n:
             if time.monotonic() > deadline:

@@ -12,7 +12,7 @@ and the least-squares slope, and exits 1 if anonymous memory grew by more than
 
 Usage: scripts/soak.py [--duration 1800] [--flap 60] [--down 10] [--press-every 5] [--binary PATH]
 Stdlib only; needs mosquitto. The observer is `doorbell-agent fleet watch --session`. The agent
-runs with the Environment= of its systemd unit (scripts/unitenv.py), as on a device.
+runs with the Environment= of its systemd unit (scripts/harness.py), as on a device.
 """
 
 import argparse
@@ -24,18 +24,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
-from unitenv import unit_environment
+from harness import free_port, http, unit_environment
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MIB = 1024 * 1024
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_port(port):
@@ -65,12 +58,6 @@ def rss_kib(pid):
     with open(f"/proc/{pid}/status") as f:
         fields = {l.split(":")[0]: int(l.split()[1]) for l in f if l.startswith(("VmRSS:", "RssAnon:", "RssFile:"))}
     return fields["VmRSS"], fields["RssAnon"], fields["RssFile"]
-
-
-def http(addr, method, path):
-    req = urllib.request.Request(f"http://{addr}{path}", method=method)
-    with urllib.request.urlopen(req, timeout=5) as r:
-        return r.read()
 
 
 def main():
