@@ -151,7 +151,7 @@ def main():
         print(f"  {name} after warm-up: {first:.2f} -> {last:.2f} MiB (growth {last - first:+.2f} MiB, slope {slope:+.3f} MiB/h)")
         return last - first
 
-    growth = trend(1, "RSS")
+    trend(1, "RSS")
     anon_growth = trend(2, "anonymous")
     trend(3, "file-backed")
     print(f"  peak RSS {max(s[1] for s in samples) / 1024:.2f} MiB")
