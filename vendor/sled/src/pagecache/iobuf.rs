@@ -27,7 +27,9 @@ macro_rules! io_fail {
     };
 }
 
-struct AlignedBuf(*mut u8, usize);
+// [buffer patch] the third field is how many bytes from the start have been
+// given back to the kernel (see `AlignedBuf::release_below`).
+struct AlignedBuf(*mut u8, usize, AtomicUsize);
 
 #[allow(unsafe_code)]
 unsafe impl Send for AlignedBuf {}
@@ -42,7 +44,51 @@ impl AlignedBuf {
 
         assert!(!ptr.is_null(), "failed to allocate critical IO buffer");
 
-        AlignedBuf(ptr, len)
+        AlignedBuf(ptr, len, AtomicUsize::new(0))
+    }
+
+    /// [buffer patch] Gives the whole pages among the first `len` bytes back
+    /// to the kernel. A segment's buffer is written front to back, one
+    /// `IoBuf` after the other, and nothing reads a byte of it again once it
+    /// is on disk; without this every page of the segment (512 KiB by
+    /// default) stays resident until the segment is full, however little
+    /// each flush writes. The caller passes a length that is entirely on
+    /// disk, so no reservation can still write below it.
+    fn release_below(&self, len: usize) {
+        let len = len.min(self.1);
+        let mut released = self.2.load(Acquire);
+        loop {
+            if len <= released {
+                return;
+            }
+            match self.2.compare_exchange(released, len, SeqCst, Acquire) {
+                Ok(_) => break,
+                Err(now) => released = now,
+            }
+        }
+        #[cfg(unix)]
+        {
+            let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+                p if p > 0 => p as usize,
+                _ => return,
+            };
+            // Earlier calls released whole pages up to the one holding
+            // `released`; that page is released now if `len` is past it.
+            let first_page = (self.0 as usize + page - 1) / page * page;
+            let start =
+                ((self.0 as usize + released) / page * page).max(first_page);
+            let end = (self.0 as usize + len) / page * page;
+            if end > start {
+                // Failing only leaves the pages resident.
+                let _ = unsafe {
+                    libc::madvise(
+                        start as *mut libc::c_void,
+                        end - start,
+                        libc::MADV_DONTNEED,
+                    )
+                };
+            }
+        }
     }
 }
 
@@ -144,6 +190,18 @@ impl IoBuf {
         let new_salt = header::bump_salt(last_salt);
         let bumped = header::bump_offset(new_salt, SEG_HEADER_LEN);
         self.set_header(bumped);
+    }
+
+    /// [buffer patch] Gives back the pages of this segment's buffer that
+    /// are on disk, `stable_lsn` being the highest lsn durably written.
+    fn release_stable_prefix(&self, stable_lsn: Lsn) {
+        let segment_start = self.lsn - self.base as Lsn;
+        if stable_lsn < segment_start {
+            return;
+        }
+        let on_disk = usize::try_from(stable_lsn - segment_start + 1)
+            .unwrap_or(usize::MAX);
+        unsafe { (*self.buf.get()).release_below(on_disk) }
     }
 
     pub(crate) fn get_header(&self) -> Header {
@@ -777,6 +835,7 @@ impl IoBufs {
                 complete_len
             );
             self.mark_interval(base_lsn, complete_len);
+            iobuf.release_stable_prefix(self.stable());
         }
 
         M.written_bytes.measure(total_len as u64);
