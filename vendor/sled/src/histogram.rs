@@ -47,7 +47,24 @@ pub struct Histogram {
 impl Default for Histogram {
     #[allow(unsafe_code)]
     fn default() -> Histogram {
-        #[cfg(not(feature = "miri_optimizations"))]
+        // [metrics patch] with `no_metrics` nothing records into or reads
+        // the buckets, so allocate none: sled builds ~40 histograms at first
+        // use, 512 KiB each, and even zeroed (`miri_optimizations`) each one
+        // costs a resident page of allocator header and 512 KiB of address
+        // space.
+        #[cfg(feature = "no_metrics")]
+        {
+            Histogram {
+                vals: Vec::new(),
+                sum: AtomicUsize::new(0),
+                count: AtomicUsize::new(0),
+            }
+        }
+
+        #[cfg(all(
+            not(feature = "no_metrics"),
+            not(feature = "miri_optimizations")
+        ))]
         {
             let mut vals = Vec::with_capacity(BUCKETS);
             vals.resize_with(BUCKETS, Default::default);
@@ -59,7 +76,7 @@ impl Default for Histogram {
             }
         }
 
-        #[cfg(feature = "miri_optimizations")]
+        #[cfg(all(not(feature = "no_metrics"), feature = "miri_optimizations"))]
         {
             // Avoid calling Vec::resize_with with a large length because its
             // internals cause stacked borrows tracking information to add an
