@@ -15,6 +15,6 @@ impl Status {
     }
 
     pub(super) fn apply(self, ctx: &Context) -> Result<Value, String> {
-        Ok(tokio::task::block_in_place(|| ctx.view.json()))
+        Ok(ctx.view.json())
     }
 }

@@ -123,7 +123,12 @@ impl Store {
             index.durable = index.durable.max(key_u64(&k));
         }
         let (rings, alerts) = (db.open_tree("rings")?, db.open_tree("alerts")?);
-        let counts = Arc::new(Counts { rings: AtomicUsize::new(rings.len()), alerts: AtomicUsize::new(alerts.len()) });
+        let counts = Arc::new(Counts {
+            rings: AtomicUsize::new(rings.len()),
+            alerts: AtomicUsize::new(alerts.len()),
+            outbox: AtomicUsize::new(index.depth().0),
+            outbox_bytes: AtomicUsize::new(index.depth().1),
+        });
         let store = Store {
             rings,
             alerts,
@@ -293,13 +298,23 @@ impl Store {
     /// Removes a message the broker has acknowledged. Not flushed here: a removal lost in a
     /// crash only means the message is sent again (consumers de-duplicate by id).
     pub fn outbox_acked(&self, key: u64) -> Result<(), StoreError> {
-        self.lock_outbox().remove(key);
+        let mut index = self.lock_outbox();
+        index.remove(key);
+        self.mirror_depth(&index);
+        drop(index);
         self.write(|| self.outbox.remove(key.to_be_bytes()).map(drop))
     }
 
-    /// Queued messages and their bytes.
+    /// Queued messages and their bytes; never waits for a write in progress.
     pub fn outbox_depth(&self) -> (usize, usize) {
-        self.lock_outbox().depth()
+        (self.counts.outbox.load(Ordering::Relaxed), self.counts.outbox_bytes.load(Ordering::Relaxed))
+    }
+
+    /// Publishes the index's depth to `outbox_depth`; called with the lock held, after a change.
+    fn mirror_depth(&self, index: &outbox::Index) {
+        let (messages, bytes) = index.depth();
+        self.counts.outbox.store(messages, Ordering::Relaxed);
+        self.counts.outbox_bytes.store(bytes, Ordering::Relaxed);
     }
 
     /// Woken whenever new messages are durably queued.
@@ -380,6 +395,7 @@ impl Store {
         if let Some(last) = keys.last() {
             index.durable = index.durable.max(*last);
         }
+        self.mirror_depth(&index);
         drop(index);
         let refused = announce.iter().zip(&plan.admit).filter(|(_, admit)| !**admit).map(|(m, _)| m.severity);
         for severity in evicted.into_iter().chain(refused) {
@@ -545,10 +561,13 @@ fn lock_dir(data_dir: &Path) -> Result<File, StoreError> {
 /// How long `Store::open` waits for the data directory's lock.
 const LOCK_WAIT: Duration = Duration::from_secs(1);
 
-/// Records in the `rings` and `alerts` trees.
+/// Records in the `rings` and `alerts` trees, and the outbox's depth as the index last had
+/// it: readers (status, telemetry) never wait for the outbox lock, held across each flush.
 struct Counts {
     rings: AtomicUsize,
     alerts: AtomicUsize,
+    outbox: AtomicUsize,
+    outbox_bytes: AtomicUsize,
 }
 
 /// The core trees inside a `Store::transact` write.
