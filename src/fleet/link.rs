@@ -40,7 +40,7 @@ use super::{tls, LinkState, Topics};
 const WINDOW: usize = 64;
 /// rumqttc's own in-flight limit: the window plus birth, responses and discovery.
 const INFLIGHT: u16 = 100;
-/// How often acknowledged removals are made durable (a lost removal is only a re-send).
+/// How often acknowledged messages are removed from the outbox and the removals flushed.
 const ACK_FLUSH: Duration = Duration::from_millis(200);
 /// How long the stop may take: sending what is queued, then the goodbye message.
 const GOODBYE: Duration = Duration::from_millis(1500);
@@ -256,7 +256,8 @@ impl Link {
         };
         let (client, mut events) = AsyncClient::new(options, usize::from(INFLIGHT) * 2);
         let mut session = Session { client, requested: VecDeque::new(), sent: HashMap::new(), cursor: None, connected: false };
-        let mut acks_unflushed = false;
+        // Acknowledged outbox keys, removed (and flushed) together every `ACK_FLUSH`.
+        let mut acked = Vec::new();
         let mut backoff = Backoff { min: self.cfg.reconnect_min, max: self.cfg.reconnect_max, failures: 0 };
         let outbox_changed = self.store.outbox_changed();
         let mut telemetry = ticker(self.cfg.telemetry_interval);
@@ -271,18 +272,20 @@ impl Link {
                         backoff.failures = 0;
                         session.connected = true;
                         session.reset();
+                        // The re-send starts from the oldest message still stored.
+                        self.remove_acked(&mut acked).await;
                         self.on_connect(&mut session).await;
-                        self.drain(&mut session);
+                        self.drain(&mut session).await;
                     }
                     Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
                         if let Some(Tag::Outbox(key)) = session.written(pkid) {
-                            acks_unflushed |= self.acked(key);
+                            acked.push(key);
                         }
                     }
                     Ok(Event::Incoming(Incoming::PubAck(ack))) => {
                         if let Some(Tag::Outbox(key)) = session.sent.remove(&ack.pkid) {
-                            acks_unflushed |= self.acked(key);
-                            self.drain(&mut session);
+                            acked.push(key);
+                            self.drain(&mut session).await;
                         }
                     }
                     Ok(Event::Incoming(Incoming::Publish(p))) => self.inbound(&p.topic, p.payload.to_vec()),
@@ -305,7 +308,7 @@ impl Link {
                         }
                     }
                 },
-                _ = outbox_changed.notified(), if session.connected => self.drain(&mut session),
+                _ = outbox_changed.notified(), if session.connected => self.drain(&mut session).await,
                 Ok(()) = self.config.changed() => {
                     let new = self.config.borrow_and_update().mqtt.as_ref().map(|m| m.telemetry_interval);
                     if let Some(new) = new.filter(|new| *new != self.cfg.telemetry_interval) {
@@ -318,19 +321,32 @@ impl Link {
                     let payload = self.telemetry();
                     session.publish(&self.topics.telemetry(), QoS::AtMostOnce, false, payload, Tag::Other);
                 }
-                _ = flush.tick(), if acks_unflushed => {
-                    acks_unflushed = false;
-                    self.flush_acks().await;
-                }
+                _ = flush.tick(), if !acked.is_empty() => self.remove_acked(&mut acked).await,
             }
         }
-        self.goodbye(session, events).await;
-        self.flush_acks().await;
+        self.goodbye(session, events, &mut acked).await;
+        self.remove_acked(&mut acked).await;
     }
 
-    async fn flush_acks(&self) {
-        let store = self.store.clone();
-        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.flush()).await {
+    /// Removes the acknowledged messages from the outbox, durably. Not at each PUBACK: the
+    /// store's outbox lock is held across every write's flush, and this task runs on the
+    /// runtime's only thread. A removal lost in a crash only means the message is sent again
+    /// (consumers de-duplicate by id).
+    async fn remove_acked(&self, acked: &mut Vec<u64>) {
+        if acked.is_empty() {
+            return;
+        }
+        let (store, metrics, keys) = (self.store.clone(), self.metrics.clone(), std::mem::take(acked));
+        let removed = tokio::task::spawn_blocking(move || {
+            for key in keys {
+                match store.outbox_acked(key) {
+                    Ok(()) => metrics.mqtt_acked.inc(&[]),
+                    Err(e) => log::error!("fleet link: removing acknowledged message {key}: {e}"),
+                }
+            }
+            store.flush()
+        });
+        if let Ok(Err(e)) = removed.await {
             log::error!("fleet link: flushing acknowledged outbox removals failed: {e}");
         }
     }
@@ -390,9 +406,11 @@ impl Link {
     }
 
     /// Hands outbox messages to rumqttc up to the window.
-    fn drain(&self, session: &mut Session) {
+    async fn drain(&self, session: &mut Session) {
         while session.connected && session.unacked() < WINDOW {
-            let batch = tokio::task::block_in_place(|| self.store.outbox_after(session.cursor, WINDOW - session.unacked()));
+            // Read on the blocking pool: it may wait for a store write's flush (see remove_acked).
+            let (store, after, limit) = (self.store.clone(), session.cursor, WINDOW - session.unacked());
+            let batch = tokio::task::spawn_blocking(move || store.outbox_after(after, limit)).await.unwrap_or_default();
             if batch.is_empty() {
                 return;
             }
@@ -408,20 +426,6 @@ impl Link {
         }
     }
 
-    /// Removes an acknowledged message; true if it needs a flush.
-    fn acked(&self, key: u64) -> bool {
-        match tokio::task::block_in_place(|| self.store.outbox_acked(key)) {
-            Ok(()) => {
-                self.metrics.mqtt_acked.inc(&[]);
-                true
-            }
-            Err(e) => {
-                log::error!("fleet link: removing acknowledged message {key}: {e}");
-                false
-            }
-        }
-    }
-
     fn inbound(&self, topic: &str, payload: Vec<u8>) {
         let Some(command) = self.topics.parse_command(topic) else { return };
         self.metrics.commands.inc(&["received"]);
@@ -429,21 +433,23 @@ impl Link {
             let Inbound { origin: Origin::Fleet(topic), payload } = e.into_inner() else { return };
             log::warn!("fleet link: command {} dropped: too many commands in progress", topic.name);
             self.metrics.commands.inc(&["busy"]);
-            let response = crate::cmd::Response::rejected(&topic.name, &payload, "busy: too many commands in progress");
-            let message = super::Announcer::new(self.topics.clone()).response(&response.to_json());
-            let store = self.store.clone();
-            tokio::task::spawn_blocking(move || store.outbox_push(&[message]));
+            let (announce, store) = (super::Announcer::new(self.topics.clone()), self.store.clone());
+            // Off the runtime thread: finding the id parses the payload, up to the packet limit.
+            tokio::task::spawn_blocking(move || {
+                let response = crate::cmd::Response::rejected(&topic.name, &payload, "busy: too many commands in progress");
+                store.outbox_push(&[announce.response(&response.to_json())])
+            });
         }
     }
 
     /// At shutdown: sends what the last rings and alerts queued, then the retained offline
     /// status (waiting for its PUBACK), then DISCONNECT, all within `GOODBYE`.
-    async fn goodbye(&self, mut session: Session, mut events: EventLoop) {
+    async fn goodbye(&self, mut session: Session, mut events: EventLoop, acked: &mut Vec<u64>) {
         if !session.connected {
             return;
         }
         let deadline = Instant::now() + GOODBYE;
-        self.drain(&mut session);
+        self.drain(&mut session).await;
         let payload = self.presence(false, "stopped");
         // The last part of the budget is kept for the offline status, whatever is still unsent.
         let goodbye_due = deadline - Duration::from_millis(500);
@@ -461,14 +467,14 @@ impl Link {
             match event {
                 Event::Outgoing(Outgoing::Publish(pkid)) => {
                     if let Some(Tag::Outbox(key)) = session.written(pkid) {
-                        self.acked(key);
+                        acked.push(key);
                     }
                 }
                 Event::Incoming(Incoming::PubAck(ack)) => match session.sent.remove(&ack.pkid) {
                     Some(Tag::Goodbye) => break,
                     Some(Tag::Outbox(key)) => {
-                        self.acked(key);
-                        self.drain(&mut session);
+                        acked.push(key);
+                        self.drain(&mut session).await;
                     }
                     _ => {}
                 },
