@@ -102,6 +102,16 @@ pub struct Dispatcher {
 /// A command of a previous run still waiting for its answer: id, name, from the local socket.
 type Unfinished = (String, String, bool);
 
+/// What screening a request decided.
+enum Verdict {
+    /// Refused or failed: recorded and answered.
+    Answer(Response),
+    /// A repeated id: answered with its stored outcome.
+    Repeat(serde_json::Value),
+    /// Accepted: recorded, answered and run.
+    Admit { command: Command, id: String, name: String },
+}
+
 /// A request that passed admission.
 struct Admitted {
     command: Command,
@@ -150,50 +160,71 @@ impl Dispatcher {
         }
     }
 
-    /// Parses, de-duplicates and authorises a request; records and answers `accepted`.
-    async fn admit(&self, inbound: Inbound) -> Option<Admitted> {
-        let Inbound { origin, payload } = inbound;
-        let parsed = match &origin {
-            Origin::Fleet(topic) => Request::parse(&topic.name, topic.broadcast, &payload, self.max_bytes),
-            Origin::Local(_) => Request::parse_local(&payload),
+    /// Admits a request: screened on the blocking pool, since parsing (JSON, the base64 of an
+    /// enrolled photo, up to the request limit) and checking a signature can take a Pi's core
+    /// for a few hundred ms, and this runtime has one thread. Records and answers the verdict.
+    async fn admit(self: &Arc<Self>, inbound: Inbound) -> Option<Admitted> {
+        let this = self.clone();
+        let screened = tokio::task::spawn_blocking(move || {
+            let verdict = this.screen(&inbound.origin, &inbound.payload);
+            (inbound.origin, verdict)
+        });
+        let (origin, verdict) = match screened.await {
+            Ok(screened) => screened,
+            Err(e) => {
+                log::error!("a command could not be screened: {e}");
+                return None;
+            }
+        };
+        match verdict {
+            Verdict::Answer(response) => self.step(&origin, response).await,
+            Verdict::Repeat(answer) => {
+                self.metrics.commands.inc(&["repeated"]);
+                self.deliver(&origin, answer).await;
+            }
+            Verdict::Admit { command, id, name } => {
+                log::info!("command {name} id={id} accepted{}", if origin.is_fleet() { "" } else { " (local)" });
+                self.step(&origin, Response::new(&id, &name, Status::Accepted)).await;
+                return Some(Admitted { command, id, name, origin });
+            }
+        }
+        None
+    }
+
+    /// Parses, de-duplicates and authorises a request.
+    fn screen(&self, origin: &Origin, payload: &[u8]) -> Verdict {
+        let parsed = match origin {
+            Origin::Fleet(topic) => Request::parse(&topic.name, topic.broadcast, payload, self.max_bytes),
+            Origin::Local(_) => Request::parse_local(payload),
         };
         let request = match parsed {
             Ok(request) => request,
             Err(reason) => {
-                let response = match &origin {
-                    Origin::Fleet(topic) => Response::rejected(&topic.name, &payload, reason),
-                    Origin::Local(_) => Response::rejected_local(&payload, reason),
+                // An id inside a refused payload is still remembered, so a repeat gets the same answer.
+                let response = match origin {
+                    Origin::Fleet(topic) => Response::rejected(&topic.name, payload, reason),
+                    Origin::Local(_) => Response::rejected_local(payload, reason),
                 };
                 log::warn!("command {} refused: {}", response.name, response.reason.as_deref().unwrap_or_default());
-                // An id inside a refused payload is still remembered, so a repeat gets the same answer.
-                self.step(&origin, response).await;
-                return None;
+                return Verdict::Answer(response);
             }
         };
         if let Some(entry) = self.ledger.get(&request.id) {
             log::info!("command {} id={} repeated: answering with its stored outcome", entry.name, request.id);
-            self.metrics.commands.inc(&["repeated"]);
-            self.deliver(&origin, entry.response).await;
-            return None;
+            return Verdict::Repeat(entry.response);
         }
         let (id, name) = (request.id.clone(), request.name.clone());
         let command = match Command::parse(&request) {
             Ok(command) => command,
-            Err(reason) => {
-                self.step(&origin, Response::failed(&id, &name, reason)).await;
-                return None;
-            }
+            Err(reason) => return Verdict::Answer(Response::failed(&id, &name, reason)),
         };
         if let (true, true, Some(key)) = (origin.is_fleet(), command.changes_device(), &self.key) {
             if let Err(reason) = auth::verify(key, &request, &self.ctx.view.info.device_id, crate::time::now_ms()) {
                 self.metrics.security_events.inc(&["command_not_authorised"]);
-                self.step(&origin, Response::failed(&id, &name, reason)).await;
-                return None;
+                return Verdict::Answer(Response::failed(&id, &name, reason));
             }
         }
-        log::info!("command {name} id={id} accepted{}", if origin.is_fleet() { "" } else { " (local)" });
-        self.step(&origin, Response::new(&id, &name, Status::Accepted)).await;
-        Some(Admitted { command, id, name, origin })
+        Verdict::Admit { command, id, name }
     }
 
     async fn execute(&self, Admitted { command, id, name, origin }: Admitted) {
