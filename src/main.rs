@@ -234,8 +234,12 @@ fn run(path: &Path, loaded: settings::Loaded, logs: Recent) -> anyhow::Result<u8
     }
     doorbell_agent::memory::limit_arenas();
     doorbell_agent::memory::map_large_allocations();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread runs every task: the agent's async work is light (MQTT, the local socket,
+    // timers), and a multi-thread scheduler costs two more threads and, after every batch of
+    // tasks, libm's `pow` (its poll-time average), ~0.5 MiB of RSS together on a 512 MB
+    // device. What can block (sled, files, parsing large requests) goes to the blocking pool;
+    // rings and alerts have their own threads.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .max_blocking_threads(4)
         .thread_name("agent")
         .enable_all()

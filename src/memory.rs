@@ -55,7 +55,7 @@ pub fn map_large_allocations() {
 
 /// Agent side: glibc gives every thread that allocates its own arena (up to 8 per core),
 /// and memory freed in one arena is never reused by another, so the agent's dozen threads
-/// (runtime workers, blocking pool, probe, ring flow, alerts) slowly grow anonymous RSS
+/// (runtime, blocking pool, probe, ring flow, alerts, sled) slowly grow anonymous RSS
 /// under load. Two arenas keep contention low on a 4-core Pi and the heap compact.
 pub fn limit_arenas() {
     #[cfg(target_env = "gnu")]
