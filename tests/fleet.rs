@@ -258,10 +258,13 @@ fn a_repeated_command_id_is_answered_but_not_executed_twice() {
     // Also after a restart: the ledger is durable.
     agent.signal(libc::SIGTERM);
     let agent = Agent::start(dir.path(), &cfg);
+    // Commands reach the agent once it has subscribed: a clean session does not keep them.
+    assert!(agent.wait_link_up(Duration::from_secs(10)));
     let before = responses(&watcher, "press-once").len();
     watcher.publish(&format!("{P}/cmd/press"), r#"{"id":"press-once"}"#);
     assert!(watcher.wait(Duration::from_secs(10), |_| responses(&watcher, "press-once").len() > before));
     assert_eq!(responses(&watcher, "press-once").last().unwrap()["status"], "successful");
+    assert!(agent.wait_log(|l| l.contains("id=press-once repeated"), Duration::from_secs(5)).is_some(), "{}", agent.log());
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(agent.json("/status")["rings"]["stored"], 1);
 }
