@@ -285,7 +285,7 @@ families! {
     /// Outbox messages handed to the broker.
     mqtt_published: Counter "doorbell_mqtt_published_total" [] "Outbox messages published (re-sends included).";
     /// Outbox messages acknowledged.
-    mqtt_acked: Counter "doorbell_mqtt_acked_total" [] "Outbox messages acknowledged by the broker (PUBACK) and removed.";
+    mqtt_acked: Counter "doorbell_mqtt_acked_total" [] "Outbox messages acknowledged by the broker (PUBACK); removed from the store within 200 ms.";
     /// Fleet commands.
     commands: Counter "doorbell_commands_total" ["event"] "Fleet commands: received, busy, repeated, and each lifecycle step.";
     /// HTTP requests by code.

@@ -279,12 +279,12 @@ impl Link {
                     }
                     Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
                         if let Some(Tag::Outbox(key)) = session.written(pkid) {
-                            acked.push(key);
+                            self.acked(key, &mut acked);
                         }
                     }
                     Ok(Event::Incoming(Incoming::PubAck(ack))) => {
                         if let Some(Tag::Outbox(key)) = session.sent.remove(&ack.pkid) {
-                            acked.push(key);
+                            self.acked(key, &mut acked);
                             self.drain(&mut session).await;
                         }
                     }
@@ -336,12 +336,11 @@ impl Link {
         if acked.is_empty() {
             return;
         }
-        let (store, metrics, keys) = (self.store.clone(), self.metrics.clone(), std::mem::take(acked));
+        let (store, keys) = (self.store.clone(), std::mem::take(acked));
         let removed = tokio::task::spawn_blocking(move || {
             for key in keys {
-                match store.outbox_acked(key) {
-                    Ok(()) => metrics.mqtt_acked.inc(&[]),
-                    Err(e) => log::error!("fleet link: removing acknowledged message {key}: {e}"),
+                if let Err(e) = store.outbox_acked(key) {
+                    log::error!("fleet link: removing acknowledged message {key}: {e}");
                 }
             }
             store.flush()
@@ -426,6 +425,13 @@ impl Link {
         }
     }
 
+    /// The broker has an outbox message (PUBACK, or written for QoS 0): counted, and queued
+    /// for removal.
+    fn acked(&self, key: u64, acked: &mut Vec<u64>) {
+        self.metrics.mqtt_acked.inc(&[]);
+        acked.push(key);
+    }
+
     fn inbound(&self, topic: &str, payload: Vec<u8>) {
         let Some(command) = self.topics.parse_command(topic) else { return };
         self.metrics.commands.inc(&["received"]);
@@ -467,13 +473,13 @@ impl Link {
             match event {
                 Event::Outgoing(Outgoing::Publish(pkid)) => {
                     if let Some(Tag::Outbox(key)) = session.written(pkid) {
-                        acked.push(key);
+                        self.acked(key, acked);
                     }
                 }
                 Event::Incoming(Incoming::PubAck(ack)) => match session.sent.remove(&ack.pkid) {
                     Some(Tag::Goodbye) => break,
                     Some(Tag::Outbox(key)) => {
-                        acked.push(key);
+                        self.acked(key, acked);
                         self.drain(&mut session).await;
                     }
                     _ => {}
