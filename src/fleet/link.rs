@@ -32,7 +32,7 @@ use crate::health::{Board, Importance};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::status::View;
-use crate::store::Store;
+use crate::store::{OutboxV1, Store};
 
 use super::{tls, LinkState, Topics};
 
@@ -119,6 +119,9 @@ struct Session {
     sent: HashMap<u16, Tag>,
     /// The newest outbox key handed to rumqttc this session.
     cursor: Option<u64>,
+    /// Outbox messages after `cursor`, read ahead: one store read per window, not per PUBACK
+    /// (at most a window of messages, as many as rumqttc holds in flight).
+    ahead: VecDeque<(u64, OutboxV1)>,
     connected: bool,
 }
 
@@ -127,6 +130,7 @@ impl Session {
         self.requested.clear();
         self.sent.clear();
         self.cursor = None;
+        self.ahead.clear();
     }
 
     /// Outbox messages handed over and not yet acknowledged.
@@ -255,7 +259,8 @@ impl Link {
             }
         };
         let (client, mut events) = AsyncClient::new(options, usize::from(INFLIGHT) * 2);
-        let mut session = Session { client, requested: VecDeque::new(), sent: HashMap::new(), cursor: None, connected: false };
+        let mut session =
+            Session { client, requested: VecDeque::new(), sent: HashMap::new(), cursor: None, ahead: VecDeque::new(), connected: false };
         // Acknowledged outbox keys, removed (and flushed) together every `ACK_FLUSH`.
         let mut acked = Vec::new();
         let mut backoff = Backoff { min: self.cfg.reconnect_min, max: self.cfg.reconnect_max, failures: 0 };
@@ -407,21 +412,24 @@ impl Link {
     /// Hands outbox messages to rumqttc up to the window.
     async fn drain(&self, session: &mut Session) {
         while session.connected && session.unacked() < WINDOW {
-            // Read on the blocking pool: it may wait for a store write's flush (see remove_acked).
-            let (store, after, limit) = (self.store.clone(), session.cursor, WINDOW - session.unacked());
-            let batch = tokio::task::spawn_blocking(move || store.outbox_after(after, limit)).await.unwrap_or_default();
-            if batch.is_empty() {
-                return;
-            }
-            for (key, m) in batch {
-                let qos = if m.qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
-                if !session.publish(&m.topic, qos, m.retain, m.payload, Tag::Outbox(key)) {
-                    // rumqttc's queue is full: continue when acknowledgements free it.
+            if session.ahead.is_empty() {
+                // Read on the blocking pool: it may wait for a store write's flush (see remove_acked).
+                let (store, after) = (self.store.clone(), session.cursor);
+                let batch = tokio::task::spawn_blocking(move || store.outbox_after(after, WINDOW)).await.unwrap_or_default();
+                if batch.is_empty() {
                     return;
                 }
-                session.cursor = Some(key);
-                self.metrics.mqtt_published.inc(&[]);
+                session.ahead = batch.into();
             }
+            let Some((key, m)) = session.ahead.pop_front() else { return };
+            let qos = if m.qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
+            if !session.publish(&m.topic, qos, m.retain, m.payload, Tag::Outbox(key)) {
+                // rumqttc's queue is full: read again from the cursor when acknowledgements free it.
+                session.ahead.clear();
+                return;
+            }
+            session.cursor = Some(key);
+            self.metrics.mqtt_published.inc(&[]);
         }
     }
 
