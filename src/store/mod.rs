@@ -123,11 +123,12 @@ impl Store {
             index.durable = index.durable.max(key_u64(&k));
         }
         let (rings, alerts) = (db.open_tree("rings")?, db.open_tree("alerts")?);
+        let (outbox_messages, outbox_bytes) = index.depth();
         let counts = Arc::new(Counts {
             rings: AtomicUsize::new(rings.len()),
             alerts: AtomicUsize::new(alerts.len()),
-            outbox: AtomicUsize::new(index.depth().0),
-            outbox_bytes: AtomicUsize::new(index.depth().1),
+            outbox: AtomicUsize::new(outbox_messages),
+            outbox_bytes: AtomicUsize::new(outbox_bytes),
         });
         let store = Store {
             rings,
