@@ -1,4 +1,4 @@
-//! Local HTTP probe on tiny-http: /health, /ready, /metrics, /status, /alerts, /updates and, with the
+//! Local HTTP probe on tiny-http: /health, /ready, /metrics, /status, /alerts, /updates, /rings and, with the
 //! simulated button, POST /simulate/press.
 //!
 //! Runs on its own threads. The listener is bound by the agent and handed to the vendored
@@ -25,6 +25,8 @@ const WORKERS: usize = 2;
 const MAX_BODY: usize = 4096;
 /// Largest `limit` on /alerts.
 const MAX_ALERTS: usize = 1000;
+/// Largest `limit` on /rings.
+const MAX_RINGS: usize = 1000;
 
 /// Everything the handlers read.
 #[derive(Clone)]
@@ -134,7 +136,7 @@ fn route(state: &State, request: &mut Request) -> Answer {
     let (path, query) = url.split_once('?').unwrap_or((&url, ""));
     let method = request.method().clone();
     let allowed: &'static str = match path {
-        "/health" | "/ready" | "/metrics" | "/status" | "/alerts" | "/updates" => "GET",
+        "/health" | "/ready" | "/metrics" | "/status" | "/alerts" | "/updates" | "/rings" => "GET",
         "/simulate/press" if state.simulator.is_some() => "POST",
         _ => return error(404, "no such endpoint"),
     };
@@ -158,6 +160,7 @@ fn route(state: &State, request: &mut Request) -> Answer {
         }
         "/alerts" => alerts(state, query),
         "/updates" => updates(state, query),
+        "/rings" => rings(state, query),
         _ => simulate_press(state, request),
     }
 }
@@ -206,16 +209,31 @@ fn alerts(state: &State, query: &str) -> Answer {
 }
 
 fn updates(state: &State, query: &str) -> Answer {
-    let limit = match query.split_once('=') {
-        None if query.is_empty() => 20,
+    match limit_only(query, crate::update::history::KEPT) {
+        Ok(limit) => json(200, serde_json::Value::Array(state.view.history.list(limit).iter().map(|e| e.to_json()).collect())),
+        Err(answer) => answer,
+    }
+}
+
+/// The newest stored rings, newest first: what survived in the store, as an operator on the
+/// device (or a test after a power cut) checks it.
+fn rings(state: &State, query: &str) -> Answer {
+    match limit_only(query, MAX_RINGS) {
+        Ok(limit) => json(200, serde_json::Value::Array(state.view.store.rings(limit).iter().map(crate::pipeline::to_json).collect())),
+        Err(answer) => answer,
+    }
+}
+
+/// A query of `limit=N` alone (1..=max, default 20), or the 400 answer saying what is allowed.
+fn limit_only(query: &str, max: usize) -> Result<usize, Answer> {
+    match query.split_once('=') {
+        None if query.is_empty() => Ok(20.min(max)),
         Some(("limit", n)) => match n.parse::<usize>() {
-            Ok(n) if (1..=crate::update::history::KEPT).contains(&n) => n,
-            _ => return error(400, &format!("limit must be a number from 1 to {}", crate::update::history::KEPT)),
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(error(400, &format!("limit must be a number from 1 to {max}"))),
         },
-        _ => return error(400, "query takes limit=N"),
-    };
-    let list: Vec<serde_json::Value> = state.view.history.list(limit).iter().map(|e| e.to_json()).collect();
-    json(200, serde_json::Value::Array(list))
+        _ => Err(error(400, "query takes limit=N")),
+    }
 }
 
 fn simulate_press(state: &State, request: &mut Request) -> Answer {

@@ -30,6 +30,14 @@ fn presses_become_stored_rings_with_continuing_sequence() {
     let agent = Agent::start(dir.path(), &cfg);
     assert_eq!(agent.post("/simulate/press").0, 202);
     agent.wait_log(|l| l.contains("ring 4 stored"), Duration::from_secs(5)).expect("ring 4 after restart");
+
+    // /rings lists what the store holds, newest first, across the restart.
+    let rings = agent.json("/rings?limit=3");
+    let seqs: Vec<u64> = rings.as_array().unwrap().iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, vec![4, 3, 2], "{rings}");
+    assert_eq!(rings[1]["result"], "no_face");
+    assert!(rings[1]["id"].as_str().is_some_and(|id| !id.is_empty()), "{rings}");
+    assert_eq!(agent.json("/rings").as_array().unwrap().len(), 4);
 }
 
 #[test]

@@ -57,6 +57,10 @@ fn wrong_requests_get_json_errors_with_the_right_code() {
         ("GET", "/alerts?limit=100000", 400),
         ("GET", "/alerts?state=maybe", 400),
         ("GET", "/alerts?drop=tables", 400),
+        ("GET", "/rings?limit=0", 400),
+        ("GET", "/rings?limit=1001", 400),
+        ("GET", "/rings?seq=1", 400),
+        ("POST", "/rings", 405),
     ];
     for (method, path, want) in cases {
         let (code, body) = doorbell_agent::client::request(agent.addr, method, path, Duration::from_secs(5)).unwrap();
@@ -72,8 +76,8 @@ fn wrong_requests_get_json_errors_with_the_right_code() {
         format!("POST /simulate/press HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\nConnection: close\r\n\r\n{}", "x".repeat(5000));
     assert_eq!(status_of(&raw(agent.addr, big_body.as_bytes())), 413);
     assert!(agent.metric("doorbell_security_events_total{kind=\"probe_unknown_path\"}") >= 2.0);
-    assert!(agent.metric("doorbell_security_events_total{kind=\"probe_bad_method\"}") >= 3.0);
-    assert!(agent.metric("doorbell_http_requests_total{code=\"400\"}") >= 5.0);
+    assert!(agent.metric("doorbell_security_events_total{kind=\"probe_bad_method\"}") >= 4.0);
+    assert!(agent.metric("doorbell_http_requests_total{code=\"400\"}") >= 8.0);
     assert_health_fast(&agent, "after wrong requests");
 }
 
