@@ -102,6 +102,17 @@ pub enum Pull {
     Off,
 }
 
+/// How the `rppal` backend notices that the button changed.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Detect {
+    /// Edge interrupts from the kernel: no work between presses.
+    Interrupt,
+    /// Read the level every `poll_interval`: for GPIO controllers that raise no edge
+    /// interrupts (emulated boards, some expanders).
+    Poll,
+}
+
 /// `[gpio]`: the doorbell button and how presses are filtered.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -114,6 +125,11 @@ pub struct GpioConfig {
     pub pull: Pull,
     /// True when a pressed button reads low (pull-up wiring).
     pub active_low: bool,
+    /// Edge interrupts or level polling.
+    pub detect: Detect,
+    /// How often the level is read with `detect = "poll"`.
+    #[serde(with = "duration")]
+    pub poll_interval: Duration,
     /// Presses closer together than this are contact bounce.
     #[serde(with = "duration")]
     pub debounce: Duration,
@@ -130,6 +146,8 @@ impl Default for GpioConfig {
             pin: 17,
             pull: Pull::Up,
             active_low: true,
+            detect: Detect::Interrupt,
+            poll_interval: Duration::from_millis(10),
             debounce: Duration::from_millis(50),
             burst: 3,
             rings_per_minute: 12,
@@ -880,6 +898,7 @@ impl Config {
         if self.gpio.pin > 27 {
             return bad("gpio.pin", format!("BCM pin {} does not exist on a Pi header (0..=27)", self.gpio.pin));
         }
+        within("gpio.poll_interval", self.gpio.poll_interval, ms(1), s(1))?;
         within("gpio.debounce", self.gpio.debounce, ms(0), ms(1000))?;
         if self.gpio.burst == 0 || self.gpio.burst > 10_000 {
             return bad("gpio.burst", format!("{} is out of range 1..=10000", self.gpio.burst));
@@ -1168,12 +1187,24 @@ mod tests {
         assert_eq!(err("bogus = 1").key, "bogus");
         assert_eq!(err("[gpio]\npin = \"x\"").key, "gpio.pin");
         assert_eq!(err("[gpio]\npin = 40").key, "gpio.pin");
+        assert_eq!(err("[gpio]\ndetect = \"edge\"").key, "gpio.detect");
+        assert_eq!(err("[gpio]\npoll_interval = \"0ms\"").key, "gpio.poll_interval");
+        assert_eq!(err("[gpio]\npoll_interval = \"2s\"").key, "gpio.poll_interval");
         assert_eq!(err("[sampler]\ninterval = \"fast\"").key, "sampler.interval");
         assert_eq!(err("[probe]\nlisten = \"nowhere\"").key, "probe.listen");
         assert_eq!(err("device_id = \"a/b\"").key, "device_id");
         assert_eq!(err("[mqtt]\nurl = \"http://x\"").key, "mqtt.url");
         let e = err("[[alerts.rule]]\nname = \"x\"\nmetric = \"nope\"\nseverity = \"major\"\nthreshold = 1.0");
         assert_eq!(e.key, "alerts.rule[0].metric");
+    }
+
+    #[test]
+    fn gpio_polling_keys() {
+        let c = Config::parse(Path::new("t.toml"), "[gpio]\ndetect = \"poll\"\npoll_interval = \"5ms\"").unwrap();
+        assert_eq!((c.gpio.detect, c.gpio.poll_interval), (Detect::Poll, Duration::from_millis(5)));
+        assert_eq!(GpioConfig::default().detect, Detect::Interrupt);
+        let e = err("[gpio]\npoll_interval = \"500us\"");
+        assert!(e.reason.contains("out of range 1ms..=1s"), "{}", e.reason);
     }
 
     #[test]

@@ -123,7 +123,9 @@ fn gpio(cfg: &Config) -> Finding {
             "add the service user to the `gpio` group",
         );
     }
-    finding("gpio", Verdict::Pass, format!("/dev/gpiochip0 accessible, button on BCM {}", cfg.gpio.pin), "")
+    // Without /dev/gpiomem (Debian's kernels) the agent reads the line through /dev/gpiochip0.
+    let path = if crate::gpio::gpiomem_present() { "" } else { " (no /dev/gpiomem: the agent reads the line through /dev/gpiochip0)" };
+    finding("gpio", Verdict::Pass, format!("/dev/gpiochip0 accessible, button on BCM {}{path}", cfg.gpio.pin), "")
 }
 
 fn clock() -> Finding {

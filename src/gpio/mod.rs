@@ -5,11 +5,16 @@
 //! into a bounded channel with `try_send`, so an interrupt callback never blocks. The
 //! `run` task applies a software debounce and a token-bucket rate limit and hands accepted
 //! presses to the ring pipeline; every press that does not become a ring is counted.
+//!
+//! The real pin is reached through rpi-pal where the kernel has `/dev/gpiomem`, else through
+//! the GPIO character device (`chardev`); presses come from edge interrupts or, with
+//! `detect = "poll"`, from an `EdgeDetector` over the level read every `poll_interval`.
 
+pub mod chardev;
 mod rppal_pin;
 mod simulated;
 
-pub use rppal_pin::RppalButton;
+pub use rppal_pin::{gpiomem_present, RppalButton};
 pub use simulated::{SimulatedButton, Simulator};
 
 use std::sync::Arc;
@@ -74,7 +79,7 @@ pub enum GpioError {
 pub trait Button: Send {
     /// Starts delivering presses into `sink`; the backend stays live while `self` lives.
     fn start(&mut self, sink: PressSink) -> Result<(), GpioError>;
-    /// One line for logs and /status, e.g. `rppal BCM 17 (pull-up, active-low)`.
+    /// One line for logs and /status, e.g. `rppal BCM 17 (pull-up, active-low, interrupts)`.
     fn describe(&self) -> String;
 }
 
@@ -114,6 +119,33 @@ pub fn backend(cfg: &GpioConfig) -> (Box<dyn Button>, Option<Simulator>) {
             let (button, simulator) = SimulatedButton::new();
             (Box::new(button), Some(simulator))
         }
+    }
+}
+
+/// Turns a polled line level into presses: one on each change from inactive to active.
+///
+/// A line that reads active at the first sample is no press until it has been released
+/// once (a button held, or a wiring fault, while the agent starts). Contact bounce gives a
+/// press per bounce; `PressFilter` debounces them as it does interrupt edges.
+#[derive(Debug, Clone)]
+pub struct EdgeDetector {
+    active_low: bool,
+    /// Whether the previous sample was active; `None` before the first.
+    last: Option<bool>,
+}
+
+impl EdgeDetector {
+    /// A detector for a button that reads low when pressed when `active_low`.
+    pub fn new(active_low: bool) -> Self {
+        EdgeDetector { active_low, last: None }
+    }
+
+    /// Takes one sample of the physical level (true = high); true when it is a press.
+    pub fn sample(&mut self, level: bool) -> bool {
+        let active = level != self.active_low;
+        let press = active && self.last == Some(false);
+        self.last = Some(active);
+        press
     }
 }
 
@@ -242,6 +274,44 @@ mod tests {
         let t0 = Instant::now();
         let admitted = (0..1000).filter(|i| f.admit(t0 + Duration::from_millis(*i)).is_ok()).count();
         assert_eq!(admitted, 3);
+    }
+
+    /// Presses a detector reports over a run of physical levels (1 = high).
+    fn presses(active_low: bool, levels: &[u8]) -> Vec<usize> {
+        let mut d = EdgeDetector::new(active_low);
+        levels.iter().enumerate().filter(|(_, l)| d.sample(**l == 1)).map(|(i, _)| i).collect()
+    }
+
+    #[test]
+    fn edge_detector_idle_start_is_no_press() {
+        assert!(presses(true, &[1, 1, 1]).is_empty());
+        assert!(presses(false, &[0, 0, 0]).is_empty());
+    }
+
+    #[test]
+    fn edge_detector_press_hold_release() {
+        // Active-low: press at 2, held through 4, released at 5 (no press), pressed again at 7.
+        assert_eq!(presses(true, &[1, 1, 0, 0, 0, 1, 1, 0]), vec![2, 7]);
+        // Active-high: the same wiring inverted.
+        assert_eq!(presses(false, &[0, 1, 1, 0, 1]), vec![1, 4]);
+    }
+
+    #[test]
+    fn edge_detector_active_at_start_waits_for_a_release() {
+        assert!(presses(true, &[0, 0, 0]).is_empty());
+        assert_eq!(presses(true, &[0, 0, 1, 0]), vec![3]);
+    }
+
+    #[test]
+    fn edge_detector_bounce_train_is_debounced_by_the_filter() {
+        // A press sampled every 1 ms bouncing for 6 ms, held, then a bouncy release.
+        let levels = [1, 1, 0, 1, 0, 1, 0, 0, 0, 0, 0, 1, 0, 1, 1, 1];
+        let edges = presses(true, &levels);
+        assert_eq!(edges, vec![2, 4, 6, 12]);
+        let mut f = filter(50, 3, 12);
+        let t0 = Instant::now();
+        let rings = edges.iter().filter(|i| f.admit(t0 + Duration::from_millis(**i as u64)).is_ok()).count();
+        assert_eq!(rings, 1);
     }
 
     #[test]
