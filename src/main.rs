@@ -360,7 +360,8 @@ async fn agent(path: &Path, loaded: settings::Loaded, logs: Recent) -> anyhow::R
 
     let layout = Layout::from_config(&cfg.update);
     let history = History::open(&store).context("opening the update history")?;
-    let (update_tx, update_rx) = watch::channel(UpdateView::default());
+    // The slot is known from the start, so the first birth on the broker already names it.
+    let (update_tx, update_rx) = watch::channel(UpdateView { slot: doorbell_agent::slot::running_slot(&layout), ..UpdateView::default() });
     let (link_tx, link_rx) = watch::channel(LinkState::default());
     // A broker wait that outlasts the deadline would be reported as a missed deadline.
     let broker_timeout = cfg.update.broker_timeout.min(cfg.update.deadline.saturating_sub(cfg.update.soak));

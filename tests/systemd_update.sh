@@ -250,7 +250,7 @@ FLEET_LINK=1 write_config
 tb_exec systemctl reset-failed "$UNIT"
 tb_exec timeout 30 systemctl restart "$UNIT"
 wait_healthy_on a 20 >/dev/null
-online() { "${FLEET[@]}" devices 2>/dev/null | grep -qE '^door-ct +yes +0\.1\.0'; }
+online() { "${FLEET[@]}" devices 2>/dev/null | grep -qE '^door-ct +yes +0\.1\.0 +a +running '; }
 check "fleet devices: door-ct online with 0.1.0 in slot a" eventually 10 online
 # (once the broker answers: `fleet watch` waits out outages, but needs the broker to start)
 nsenter -t "$TB_PID" -n -- "$BIN/doorbell-agent" fleet --broker mqtt://127.0.0.1:1883 watch door-ct --json \

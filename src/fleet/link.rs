@@ -202,7 +202,7 @@ impl Link {
         serde_json::json!({
             "online": online,
             "version": crate::VERSION,
-            "slot": serde_json::Value::Null,
+            "slot": self.view.update.borrow().slot,
             "state": state,
             "boot_id": info.boot_id,
             "started_at": crate::time::rfc3339(info.started_ms),
