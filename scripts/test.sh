@@ -6,7 +6,9 @@
 # (unit, real-binary end-to-end, real systemd in nspawn), a short footprint check against the
 # size/memory/start-up budgets, the vendored crates' patch tests, the device build (aarch64
 # release binary with Debian's Rust: size budget, qemu smoke test; scripts/cross-build.sh
-# installs its toolchain), the MSRV build (scripts/msrv.sh) and the shipping tests
+# installs its toolchain), the MSRV build (scripts/msrv.sh), the device test (scripts/test-device.sh:
+# the flashed SD image booted on an emulated Pi Zero 2 W, ~7 min; DOORBELL_SKIP_DEVICE_TEST=1
+# skips it explicitly) and the shipping tests
 # (scripts/test-ship.sh: install.sh and flash.sh; DOORBELL_SHIP_TESTS="install deb deploy
 # flash" adds the .deb and deploy.sh, "none" skips them). Benchmarks (`cargo bench`)
 # and the full 5-minute footprint run (`scripts/footprint.py`) are run separately.
@@ -49,6 +51,12 @@ else
     done
     log "MSRV: the project builds with Debian's rustc of Cargo.toml's rust-version"
     scripts/msrv.sh
+    if [[ "${DOORBELL_SKIP_DEVICE_TEST:-}" == 1 ]]; then
+        log "SKIPPED: the device test (DOORBELL_SKIP_DEVICE_TEST=1)"
+    else
+        log "device test: the flashed SD image on an emulated Pi Zero 2 W (scripts/test-device.sh)"
+        scripts/test-device.sh
+    fi
 fi
 
 # Shipping (install.sh, the .deb, deploy.sh, flash.sh) on devices booted with nspawn; needs
