@@ -530,8 +530,12 @@ async fn agent(path: &Path, loaded: settings::Loaded, logs: Recent) -> anyhow::R
         let _ = tokio::time::timeout_at(deadline, link).await;
     }
     tokio::task::spawn_blocking(move || probe.stop()).await?;
-    tokio::task::spawn_blocking(move || store.flush()).await??;
-    log::info!("stopped cleanly");
+    // A store that cannot write (a full or read-only card) does not turn a stop into a
+    // failure: what could be written was, and the unit must not count a crash.
+    match tokio::task::spawn_blocking(move || store.flush()).await? {
+        Ok(()) => log::info!("stopped cleanly"),
+        Err(e) => log::error!("stopped; the store's last flush failed: {e}"),
+    }
     Ok(code)
 }
 

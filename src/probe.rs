@@ -151,11 +151,12 @@ fn route(state: &State, request: &mut Request) -> Answer {
             json(if ready { 200 } else { 503 }, serde_json::json!({"ready": ready}))
         }
         "/metrics" => {
+            refresh_checks(state);
             refresh_gauges(state);
             Answer { code: 200, body: state.metrics.render(), content_type: "text/plain; version=0.0.4; charset=utf-8", allow: None }
         }
         "/status" => {
-            refresh_sampler_check(state);
+            refresh_checks(state);
             json(200, state.view.json())
         }
         "/alerts" => alerts(state, query),
@@ -165,7 +166,9 @@ fn route(state: &State, request: &mut Request) -> Answer {
     }
 }
 
-fn refresh_sampler_check(state: &State) {
+/// The checks that are read, not pushed: the samples' age and the store's last write.
+fn refresh_checks(state: &State) {
+    state.view.store.report_health(&state.view.health);
     let samples = state.view.samples.borrow();
     let interval = state.config.borrow().sampler.interval;
     if let Some((ok, detail)) = crate::sampler::freshness(&samples, interval, crate::time::now_ms()) {
@@ -174,7 +177,8 @@ fn refresh_sampler_check(state: &State) {
 }
 
 fn refresh_gauges(state: &State) {
-    refresh_sampler_check(state);
+    // The store's gauges move with every ring; the maintenance pass alone would be 30 s late.
+    state.view.store.update_gauges();
     let report = state.view.health.report();
     for (name, check) in &report.checks {
         state.metrics.health_check.set(&[name], f64::from(u8::from(check.ok)));
@@ -184,7 +188,7 @@ fn refresh_gauges(state: &State) {
 }
 
 fn health(state: &State) -> Answer {
-    refresh_sampler_check(state);
+    refresh_checks(state);
     let report = state.view.health.report();
     let code = if report.status == Status::Unhealthy { 503 } else { 200 };
     json(code, serde_json::json!({"status": report.status, "score": report.score, "checks": report.checks}))

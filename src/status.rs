@@ -122,6 +122,9 @@ impl View {
         if critical > 0 {
             line.push_str(&format!(" ({critical} critical)"));
         }
+        if let Some(store) = report.checks.get("store").filter(|c| !c.ok) {
+            line.push_str(&format!(", store {}", store.detail));
+        }
         if let Some(link) = &self.link {
             line.push_str(if link.borrow().connected { ", fleet link up" } else { ", fleet link down" });
         }

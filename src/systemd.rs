@@ -58,6 +58,7 @@ pub async fn supervise(view: View, mut shutdown: Shutdown) {
         if watchdog.is_some() {
             notify(&[NotifyState::Watchdog]);
         }
+        view.store.report_health(&view.health);
         let line = view.line();
         if line != last {
             status(&line);

@@ -87,6 +87,8 @@ pub struct Store {
     counts: Arc<Counts>,
     // The last write failure, until a write succeeds again (feeds the `store` check).
     write_error: Arc<Mutex<Option<String>>>,
+    // Where the store lives: the `store` check names its file system's free space.
+    data_dir: Arc<Path>,
     // Held for the life of the store: one agent per data directory.
     _lock: Arc<File>,
 }
@@ -142,6 +144,7 @@ impl Store {
             outbox_changed: Arc::new(Notify::new()),
             counts,
             write_error: Arc::new(Mutex::new(None)),
+            data_dir: Arc::from(data_dir),
             _lock: Arc::new(lock),
         };
         store.update_gauges();
@@ -171,6 +174,21 @@ impl Store {
     /// The last write failure, if the store has not been written successfully since.
     pub fn write_error(&self) -> Option<String> {
         self.write_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Sets the required `store` check from the last write: a failing one names the error and
+    /// the free space left where the store lives, the two things an operator acts on.
+    pub fn report_health(&self, health: &Board) {
+        match self.write_error() {
+            None => health.set("store", Importance::Required, true, "writable"),
+            Some(e) => {
+                let free = match crate::durable::free_space(&self.data_dir) {
+                    Ok(bytes) => format!("{:.1} MiB free", bytes as f64 / (1024.0 * 1024.0)),
+                    Err(e) => format!("free space unknown: {e}"),
+                };
+                health.set("store", Importance::Required, false, format!("not writable: {e} ({free} on {})", self.data_dir.display()));
+            }
+        }
     }
 
     fn decode(&self, bytes: &[u8]) -> Option<Record> {
@@ -509,10 +527,7 @@ pub async fn maintain(store: Store, interval: Duration, health: Board, mut shutd
             Ok(Err(e)) => log::error!("store pruning failed: {e}"),
             Err(e) => log::error!("store maintenance task failed: {e}"),
         }
-        match store.write_error() {
-            None => health.set("store", Importance::Required, true, "writable"),
-            Some(e) => health.set("store", Importance::Required, false, format!("last write failed: {e}")),
-        }
+        store.report_health(&health);
     }
 }
 

@@ -71,7 +71,18 @@ impl Agent {
 
     /// Starts the agent on an existing config file and waits until it is ready.
     pub fn start_with(config: &Path) -> Agent {
-        let mut child = Command::new(BIN)
+        Agent::start_in(config, &[])
+    }
+
+    /// Starts the agent through `prefix` (a command that ends by exec'ing its arguments, so
+    /// that the child is the agent itself) and waits until it is ready.
+    pub fn start_in(config: &Path, prefix: &[&str]) -> Agent {
+        let (program, args) = match prefix.split_first() {
+            Some((program, args)) => (*program, [args, &[BIN]].concat()),
+            None => (BIN, Vec::new()),
+        };
+        let mut child = Command::new(program)
+            .args(args)
             .args(["-c", config.to_str().unwrap(), "run"])
             .env("RUST_LOG", "info")
             .env_remove("JOURNAL_STREAM")
