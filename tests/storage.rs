@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::mqtt::{mqtt_section, Msg, Rumqttd, Watcher};
 use common::{config, Agent, NO_CAMERA};
 
 /// Runs its arguments in a new mount namespace (a user namespace too when not root) over
@@ -36,7 +37,7 @@ fn fill(agent: &Agent, dir: &Path) -> PathBuf {
 }
 
 #[test]
-fn a_full_disk_makes_health_fail_with_the_error_and_free_space_and_sigterm_still_exits_0() {
+fn on_a_full_disk_every_ring_is_still_announced_health_fails_and_sigterm_exits_0() {
     let probe = Command::new("unshare").args(if unsafe { libc::geteuid() } == 0 { ["-m", "true"] } else { ["-Urm", "true"] }).status();
     if !probe.is_ok_and(|s| s.success()) {
         eprintln!("SKIPPED: this machine allows no mount namespace (unshare -m / -Urm), so no small file system");
@@ -46,7 +47,9 @@ fn a_full_disk_makes_health_fail_with_the_error_and_free_space_and_sigterm_still
     let data = dir.path().join("data");
     std::fs::create_dir(&data).unwrap();
     let cfg = dir.path().join("config.toml");
-    std::fs::write(&cfg, config(&data, NO_CAMERA)).unwrap();
+    let broker = Rumqttd::start();
+    let watcher = Watcher::start(broker.port, &["doorbell/test-door/events/ring"]);
+    std::fs::write(&cfg, config(&data, &format!("{NO_CAMERA}{}", mqtt_section(broker.port, "")))).unwrap();
     let wrap = small_fs(&data, "16m");
     let mut agent = Agent::start_in(&cfg, &wrap.iter().map(String::as_str).collect::<Vec<_>>());
 
@@ -60,20 +63,35 @@ fn a_full_disk_makes_health_fail_with_the_error_and_free_space_and_sigterm_still
     let filler = fill(&agent, &data);
     // Rings until one cannot be written (sled may still have room in a segment it holds).
     let end = Instant::now() + Duration::from_secs(20);
+    let mut presses = 3;
     let failed = loop {
         assert!(Instant::now() < end, "no ring failed to store on a full disk; log:\n{}", agent.log());
         agent.post("/simulate/press");
+        presses += 1;
         if let Some(line) = agent.wait_log(|l| l.contains("could not be stored"), Duration::from_millis(300)) {
             break line;
         }
     };
-    assert!(failed.contains("No space left on device"), "{failed}");
+    assert!(failed.contains("I/O error: No space left on device (os error 28); announced from memory"), "{failed}");
+    for _ in 0..3 {
+        agent.post("/simulate/press");
+        presses += 1;
+    }
+    // Every press reaches the fleet: the ones the disk refused marked `stored: false`.
+    let events = || -> Vec<serde_json::Value> { watcher.on("doorbell/test-door/events/ring").iter().map(Msg::json).collect() };
+    let all = |msgs: &[Msg]| {
+        let seqs: std::collections::BTreeSet<u64> = msgs.iter().filter_map(|m| m.json()["seq"].as_u64()).collect();
+        seqs.len() as u64 == presses
+    };
+    assert!(watcher.wait(Duration::from_secs(10), all), "{presses} presses, events: {:?}", events());
+    let unstored: Vec<u64> = events().iter().filter(|e| e["stored"] == false).map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert!(unstored.len() >= 4 && unstored.contains(&presses), "events marked stored: false: {unstored:?}");
     let (code, body) = agent.get("/health");
     assert_eq!(code, 503, "{body}");
     let health: serde_json::Value = serde_json::from_str(&body).unwrap();
     let detail = health["checks"]["store"]["detail"].as_str().unwrap();
     assert!(
-        detail.starts_with("not writable: ") && detail.contains("No space left on device") && detail.contains("MiB free on "),
+        detail.starts_with("not writable: I/O error: No space left on device (os error 28) (") && detail.contains(" MiB free on "),
         "{detail}"
     );
     assert_eq!(health["status"], "unhealthy");

@@ -31,13 +31,24 @@ impl Announcer {
     /// `P/events/ring`. A blocked visitor outranks everything but critical alerts when the
     /// outbox is full; an ordinary ring goes before alerts.
     pub fn ring(&self, ring: &RingV1) -> Vec<OutboxV1> {
+        self.ring_event(ring, crate::pipeline::to_json(ring))
+    }
+
+    /// `P/events/ring` for a ring the store could not write: the same event, marked
+    /// `"stored": false`, published from memory.
+    pub fn ring_unstored(&self, ring: &RingV1) -> Vec<OutboxV1> {
+        let mut json = crate::pipeline::to_json(ring);
+        json["stored"] = false.into();
+        self.ring_event(ring, json)
+    }
+
+    fn ring_event(&self, ring: &RingV1, json: serde_json::Value) -> Vec<OutboxV1> {
         let severity = match ring.result {
             RingResult::Blocked => Severity::Critical,
             RingResult::Error => Severity::Major,
             _ => Severity::Minor,
         };
-        let payload = crate::pipeline::to_json(ring).to_string().into_bytes();
-        vec![Self::message(self.topics.ring(), payload, false, severity)]
+        vec![Self::message(self.topics.ring(), json.to_string().into_bytes(), false, severity)]
     }
 
     /// `P/alerts` for the transition, and the retained `P/alarms/{key}` mirror (its current

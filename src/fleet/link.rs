@@ -103,6 +103,8 @@ fn ticker(period: Duration) -> tokio::time::Interval {
 enum Tag {
     /// An outbox message (its key): removed once acknowledged.
     Outbox(u64),
+    /// A message announced from memory (its id): forgotten once acknowledged.
+    Memory(u64),
     /// The offline status sent at shutdown.
     Goodbye,
     /// Birth, telemetry, discovery: nothing to track.
@@ -119,9 +121,11 @@ struct Session {
     sent: HashMap<u16, Tag>,
     /// The newest outbox key handed to rumqttc this session.
     cursor: Option<u64>,
-    /// Outbox messages after `cursor`, read ahead: one store read per window, not per PUBACK
+    /// The newest message from memory handed to rumqttc this session.
+    memory_cursor: Option<u64>,
+    /// Messages after the cursors, read ahead: one store read per window, not per PUBACK
     /// (at most a window of messages, as many as rumqttc holds in flight).
-    ahead: VecDeque<(u64, OutboxV1)>,
+    ahead: VecDeque<(Tag, OutboxV1)>,
     connected: bool,
 }
 
@@ -130,12 +134,13 @@ impl Session {
         self.requested.clear();
         self.sent.clear();
         self.cursor = None;
+        self.memory_cursor = None;
         self.ahead.clear();
     }
 
-    /// Outbox messages handed over and not yet acknowledged.
+    /// Outbox and memory messages handed over and not yet acknowledged.
     fn unacked(&self) -> usize {
-        let outbox = |t: &Tag| matches!(t, Tag::Outbox(_));
+        let outbox = |t: &Tag| matches!(t, Tag::Outbox(_) | Tag::Memory(_));
         self.requested.iter().filter(|t| outbox(t)).count() + self.sent.values().filter(|t| outbox(t)).count()
     }
 
@@ -259,8 +264,15 @@ impl Link {
             }
         };
         let (client, mut events) = AsyncClient::new(options, usize::from(INFLIGHT) * 2);
-        let mut session =
-            Session { client, requested: VecDeque::new(), sent: HashMap::new(), cursor: None, ahead: VecDeque::new(), connected: false };
+        let mut session = Session {
+            client,
+            requested: VecDeque::new(),
+            sent: HashMap::new(),
+            cursor: None,
+            memory_cursor: None,
+            ahead: VecDeque::new(),
+            connected: false,
+        };
         // Acknowledged outbox keys, removed (and flushed) together every `ACK_FLUSH`.
         let mut acked = Vec::new();
         let mut backoff = Backoff { min: self.cfg.reconnect_min, max: self.cfg.reconnect_max, failures: 0 };
@@ -283,13 +295,13 @@ impl Link {
                         self.drain(&mut session).await;
                     }
                     Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
-                        if let Some(Tag::Outbox(key)) = session.written(pkid) {
-                            self.acked(key, &mut acked);
+                        if let Some(tag) = session.written(pkid) {
+                            self.acked(tag, &mut acked);
                         }
                     }
                     Ok(Event::Incoming(Incoming::PubAck(ack))) => {
-                        if let Some(Tag::Outbox(key)) = session.sent.remove(&ack.pkid) {
-                            self.acked(key, &mut acked);
+                        if let Some(tag @ (Tag::Outbox(_) | Tag::Memory(_))) = session.sent.remove(&ack.pkid) {
+                            self.acked(tag, &mut acked);
                             self.drain(&mut session).await;
                         }
                     }
@@ -413,31 +425,48 @@ impl Link {
     async fn drain(&self, session: &mut Session) {
         while session.connected && session.unacked() < WINDOW {
             if session.ahead.is_empty() {
-                // Read on the blocking pool: it may wait for a store write's flush (see remove_acked).
-                let (store, after) = (self.store.clone(), session.cursor);
-                let batch = tokio::task::spawn_blocking(move || store.outbox_after(after, WINDOW)).await.unwrap_or_default();
+                // Read on the blocking pool: it may wait for a store write's flush (see
+                // remove_acked). What only memory holds goes after what the outbox holds.
+                let (store, after, memory_after) = (self.store.clone(), session.cursor, session.memory_cursor);
+                let batch = tokio::task::spawn_blocking(move || {
+                    let stored: Vec<_> = store.outbox_after(after, WINDOW).into_iter().map(|(k, m)| (Tag::Outbox(k), m)).collect();
+                    if !stored.is_empty() {
+                        return stored;
+                    }
+                    store.unstored_after(memory_after, WINDOW).into_iter().map(|(id, m)| (Tag::Memory(id), m)).collect()
+                })
+                .await
+                .unwrap_or_default();
                 if batch.is_empty() {
                     return;
                 }
                 session.ahead = batch.into();
             }
-            let Some((key, m)) = session.ahead.pop_front() else { return };
+            let Some((tag, m)) = session.ahead.pop_front() else { return };
             let qos = if m.qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
-            if !session.publish(&m.topic, qos, m.retain, m.payload, Tag::Outbox(key)) {
+            if !session.publish(&m.topic, qos, m.retain, m.payload, tag) {
                 // rumqttc's queue is full: read again from the cursor when acknowledgements free it.
                 session.ahead.clear();
                 return;
             }
-            session.cursor = Some(key);
+            match tag {
+                Tag::Outbox(key) => session.cursor = Some(key),
+                Tag::Memory(id) => session.memory_cursor = Some(id),
+                Tag::Goodbye | Tag::Other => {}
+            }
             self.metrics.mqtt_published.inc(&[]);
         }
     }
 
-    /// The broker has an outbox message (PUBACK, or written for QoS 0): counted, and queued
-    /// for removal.
-    fn acked(&self, key: u64, acked: &mut Vec<u64>) {
+    /// The broker has a message (PUBACK, or written for QoS 0): counted; an outbox message
+    /// is queued for removal, one from memory forgotten.
+    fn acked(&self, tag: Tag, acked: &mut Vec<u64>) {
+        match tag {
+            Tag::Outbox(key) => acked.push(key),
+            Tag::Memory(id) => self.store.unstored_acked(id),
+            Tag::Goodbye | Tag::Other => return,
+        }
         self.metrics.mqtt_acked.inc(&[]);
-        acked.push(key);
     }
 
     fn inbound(&self, topic: &str, payload: Vec<u8>) {
@@ -480,14 +509,14 @@ impl Link {
             };
             match event {
                 Event::Outgoing(Outgoing::Publish(pkid)) => {
-                    if let Some(Tag::Outbox(key)) = session.written(pkid) {
-                        self.acked(key, acked);
+                    if let Some(tag) = session.written(pkid) {
+                        self.acked(tag, acked);
                     }
                 }
                 Event::Incoming(Incoming::PubAck(ack)) => match session.sent.remove(&ack.pkid) {
                     Some(Tag::Goodbye) => break,
-                    Some(Tag::Outbox(key)) => {
-                        self.acked(key, acked);
+                    Some(tag @ (Tag::Outbox(_) | Tag::Memory(_))) => {
+                        self.acked(tag, acked);
                         self.drain(&mut session).await;
                     }
                     _ => {}

@@ -241,7 +241,10 @@ impl RingFlow {
                 }
                 Err(e) => {
                     self.metrics.errors.inc(&["store", "ring_write"]);
-                    log::error!("ring {} could not be stored: {e}", ring.seq);
+                    // The visitor is at the door now: tell the fleet even without the disk.
+                    let from_memory = self.announce.as_ref().map(|a| self.store.announce_unstored(a.ring_unstored(&ring)));
+                    let announced = if from_memory.is_some() { "; announced from memory (stored: false)" } else { "" };
+                    log::error!("ring {} could not be stored: {e}{announced}", ring.seq);
                     None
                 }
             };

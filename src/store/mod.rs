@@ -46,8 +46,28 @@ pub enum StoreError {
         source: std::io::Error,
     },
     /// sled failed.
-    #[error("store: {0}")]
+    #[error("store: {}", sled_message(.0))]
     Sled(#[from] sled::Error),
+}
+
+/// sled's message, with an I/O error as the OS words it ("No space left on device (os error
+/// 28)"), not as sled's debug rendering of it.
+fn sled_message(e: &sled::Error) -> String {
+    match e {
+        sled::Error::Io(io) => {
+            // After a failure sled hands out clones of its stored error, whose text is the
+            // original's debug rendering (`Os { code: 28, .. }`): the OS code is in there.
+            let code = io.raw_os_error().or_else(|| {
+                let text = io.to_string();
+                text.split_once("Os { code: ")?.1.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+            });
+            match code {
+                Some(code) => format!("I/O error: {}", std::io::Error::from_raw_os_error(code)),
+                None => format!("I/O error: {io}"),
+            }
+        }
+        other => other.to_string(),
+    }
 }
 
 /// The database was unreadable and has been replaced.
@@ -66,6 +86,13 @@ pub struct Pruned {
     pub rings: usize,
     /// Alerts removed.
     pub alerts: usize,
+}
+
+/// Messages announced from memory, in the order they were queued.
+#[derive(Default)]
+struct Unstored {
+    next: u64,
+    queue: std::collections::VecDeque<(u64, OutboxV1)>,
 }
 
 /// Handle on the open store; cheap to clone, safe to share between threads.
@@ -89,6 +116,8 @@ pub struct Store {
     write_error: Arc<Mutex<Option<String>>>,
     // Where the store lives: the `store` check names its file system's free space.
     data_dir: Arc<Path>,
+    // Messages of records the store could not write, announced from memory.
+    unstored: Arc<Mutex<Unstored>>,
     // Held for the life of the store: one agent per data directory.
     _lock: Arc<File>,
 }
@@ -112,7 +141,7 @@ impl Store {
                 );
                 std::fs::rename(&db_path, &moved_to).map_err(dir_err)?;
                 let db = open_db(&db_path, limits)?;
-                (db, Some(Reset { moved_to, reason: e.to_string() }))
+                (db, Some(Reset { moved_to, reason: sled_message(&e) }))
             }
         };
         let outbox = db.open_tree("outbox")?;
@@ -145,6 +174,7 @@ impl Store {
             counts,
             write_error: Arc::new(Mutex::new(None)),
             data_dir: Arc::from(data_dir),
+            unstored: Arc::new(Mutex::new(Unstored::default())),
             _lock: Arc::new(lock),
         };
         store.update_gauges();
@@ -167,7 +197,7 @@ impl Store {
     pub fn write<T>(&self, f: impl FnOnce() -> sled::Result<T>) -> Result<T, StoreError> {
         let result = f();
         let mut last = self.write_error.lock().unwrap_or_else(|p| p.into_inner());
-        *last = result.as_ref().err().map(|e| e.to_string());
+        *last = result.as_ref().err().map(sled_message);
         Ok(result?)
     }
 
@@ -336,7 +366,41 @@ impl Store {
         self.counts.outbox_bytes.store(bytes, Ordering::Relaxed);
     }
 
-    /// Woken whenever new messages are durably queued.
+    /// Queues the messages of a record the store could not write, to be published from
+    /// memory after what the outbox holds: the announcement must not wait for a disk that is
+    /// full or read-only. Bounded like the outbox (the oldest go first); a restart or a power
+    /// cut loses them.
+    pub fn announce_unstored(&self, messages: Vec<OutboxV1>) {
+        let mut u = self.unstored.lock().unwrap_or_else(|p| p.into_inner());
+        for m in messages {
+            if u.queue.len() >= self.limits.max_outbox_messages {
+                if let Some((_, dropped)) = u.queue.pop_front() {
+                    self.metrics.outbox_dropped.inc(&[dropped.severity.as_str()]);
+                }
+            }
+            let id = u.next;
+            u.next += 1;
+            u.queue.push_back((id, m));
+        }
+        drop(u);
+        self.outbox_changed.notify_one();
+    }
+
+    /// Unstored messages after `after` (their ids grow), oldest first, at most `limit`.
+    pub fn unstored_after(&self, after: Option<u64>, limit: usize) -> Vec<(u64, OutboxV1)> {
+        let u = self.unstored.lock().unwrap_or_else(|p| p.into_inner());
+        u.queue.iter().filter(|(id, _)| after.is_none_or(|a| *id > a)).take(limit).cloned().collect()
+    }
+
+    /// Forgets an unstored message the broker has acknowledged.
+    pub fn unstored_acked(&self, id: u64) {
+        let mut u = self.unstored.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = u.queue.iter().position(|(k, _)| *k == id) {
+            u.queue.remove(i);
+        }
+    }
+
+    /// Woken whenever new messages are durably queued (or queued from memory).
     pub fn outbox_changed(&self) -> Arc<Notify> {
         self.outbox_changed.clone()
     }
@@ -729,6 +793,16 @@ mod tests {
         let (s, _) = open(dir.path(), &limits);
         assert_eq!(s.counts(), (5, 1, 0));
         assert_eq!(s.rings(100).iter().map(|r| r.seq).collect::<Vec<_>>(), vec![8, 7, 6, 5, 4]);
+    }
+
+    #[test]
+    fn sled_io_errors_read_as_the_os_words_them() {
+        let enospc = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        let direct = StoreError::from(sled::Error::Io(std::io::Error::from_raw_os_error(libc::EROFS)));
+        assert_eq!(direct.to_string(), "store: I/O error: Read-only file system (os error 30)");
+        // What sled hands out after a failure: a clone carrying the original's debug text.
+        let cloned = sled::Error::Io(std::io::Error::new(enospc.kind(), format!("{enospc:?}")));
+        assert_eq!(sled_message(&cloned), "I/O error: No space left on device (os error 28)");
     }
 
     #[test]
