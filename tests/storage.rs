@@ -37,7 +37,7 @@ fn fill(agent: &Agent, dir: &Path) -> PathBuf {
 }
 
 #[test]
-fn on_a_full_disk_every_ring_is_still_announced_health_fails_and_sigterm_exits_0() {
+fn on_a_full_disk_every_ring_and_the_alert_are_announced_health_fails_and_sigterm_exits_0() {
     let probe = Command::new("unshare").args(if unsafe { libc::geteuid() } == 0 { ["-m", "true"] } else { ["-Urm", "true"] }).status();
     if !probe.is_ok_and(|s| s.success()) {
         eprintln!("SKIPPED: this machine allows no mount namespace (unshare -m / -Urm), so no small file system");
@@ -48,7 +48,7 @@ fn on_a_full_disk_every_ring_is_still_announced_health_fails_and_sigterm_exits_0
     std::fs::create_dir(&data).unwrap();
     let cfg = dir.path().join("config.toml");
     let broker = Rumqttd::start();
-    let watcher = Watcher::start(broker.port, &["doorbell/test-door/events/ring"]);
+    let watcher = Watcher::start(broker.port, &["doorbell/test-door/events/ring", "doorbell/test-door/alerts"]);
     std::fs::write(&cfg, config(&data, &format!("{NO_CAMERA}{}", mqtt_section(broker.port, "")))).unwrap();
     let wrap = small_fs(&data, "16m");
     let mut agent = Agent::start_in(&cfg, &wrap.iter().map(String::as_str).collect::<Vec<_>>());
@@ -86,6 +86,21 @@ fn on_a_full_disk_every_ring_is_still_announced_health_fails_and_sigterm_exits_0
     assert!(watcher.wait(Duration::from_secs(10), all), "{presses} presses, events: {:?}", events());
     let unstored: Vec<u64> = events().iter().filter(|e| e["stored"] == false).map(|e| e["seq"].as_u64().unwrap()).collect();
     assert!(unstored.len() >= 4 && unstored.contains(&presses), "events marked stored: false: {unstored:?}");
+    // The store's own critical alert, announced from memory too.
+    let raised = |msgs: &[Msg]| {
+        msgs.iter().any(|m| {
+            let a = m.json();
+            a["key"] == "store_unwritable" && a["state"] == "raised" && a["severity"] == "critical" && a["stored"] == false
+        })
+    };
+    assert!(
+        watcher.wait(Duration::from_secs(5), raised),
+        "no store_unwritable alert: {:?}",
+        watcher.on("doorbell/test-door/alerts").iter().map(Msg::json).collect::<Vec<_>>()
+    );
+    let message = watcher.on("doorbell/test-door/alerts").iter().map(Msg::json).find(|a| a["key"] == "store_unwritable").unwrap();
+    assert!(message["message"].as_str().unwrap().contains("No space left on device (os error 28)"), "{message}");
+    assert_eq!(agent.json("/health")["checks"]["alerts"]["detail"], "critical: store_unwritable");
     let (code, body) = agent.get("/health");
     assert_eq!(code, 503, "{body}");
     let health: serde_json::Value = serde_json::from_str(&body).unwrap();

@@ -74,6 +74,8 @@ pub enum Input {
 struct Tracked {
     store_key: Option<u64>,
     alert: AlertV1,
+    // Announced from memory (`stored: false`) because the store could not write it.
+    announced: bool,
 }
 
 /// The engine's state; `run` consumes it on its own thread.
@@ -90,6 +92,9 @@ pub struct Engine {
     health: Board,
     active_tx: watch::Sender<Vec<AlertV1>>,
 }
+
+/// The key of the critical alert raised while the store cannot write.
+pub const STORE_UNWRITABLE: &str = "store_unwritable";
 
 /// The effective rule list: built-ins (unless disabled) overridden by name by the operator's.
 pub fn effective_rules(cfg: &AlertsConfig) -> Vec<RuleConfig> {
@@ -118,7 +123,7 @@ impl Engine {
             if let Some(rule) = rules.iter_mut().find(|r| r.cfg.name == alert.rule) {
                 rule.restore_active();
             }
-            active.insert(alert.key.clone(), Tracked { store_key: Some(key), alert });
+            active.insert(alert.key.clone(), Tracked { store_key: Some(key), alert, announced: false });
         }
         let mut engine = Engine {
             rules,
@@ -174,8 +179,20 @@ impl Engine {
             }
             self.latest.insert(name, window.len() as f64);
         }
+        self.follow_store();
         self.evaluate(now);
         self.persist();
+    }
+
+    /// A store that cannot write is a critical alert of its own, cleared once writes work
+    /// again; while it lasts the alert lives in memory (announced `stored: false`).
+    fn follow_store(&mut self) {
+        match self.store.write_error() {
+            Some(e) => {
+                self.raise(STORE_UNWRITABLE, STORE_UNWRITABLE, Severity::Critical, format!("the store cannot write: {e}"), None, None)
+            }
+            None => self.clear(STORE_UNWRITABLE, None),
+        }
     }
 
     /// Applies a new rule set: unchanged rules keep their state; alerts raised by a rule
@@ -249,13 +266,14 @@ impl Engine {
             raised_ms: now,
             updated_ms: now,
         };
-        let tracked = Tracked { store_key: None, alert };
+        let tracked = Tracked { store_key: None, alert, announced: false };
         self.active.insert(key.into(), tracked.clone());
         self.unsaved.push_back(tracked);
     }
 
     fn clear(&mut self, key: &str, value: Option<f64>) {
         let Some(mut tracked) = self.active.remove(key) else { return };
+        tracked.announced = false;
         tracked.alert.state = AlertState::Cleared;
         tracked.alert.updated_ms = crate::time::now_ms();
         if value.is_some() {
@@ -279,7 +297,7 @@ impl Engine {
         } else if let Some(tracked) = self.active.get_mut(&key) {
             tracked.alert.state = AlertState::Acknowledged;
             tracked.alert.updated_ms = crate::time::now_ms();
-            let copy = tracked.clone();
+            let copy = Tracked { announced: false, ..tracked.clone() };
             self.unsaved.push_back(copy);
         }
         let result = self.unsaved.back().map(|t| t.alert.clone()).ok_or("nothing changed")?;
@@ -325,6 +343,7 @@ impl Engine {
                     self.metrics.errors.inc(&["alerts", "store_write"]);
                     log::error!("cannot store alert {} ({}): {e}; will retry", tracked.alert.key, tracked.alert.state.as_str());
                     self.unsaved.push_front(tracked);
+                    changed |= self.announce_unsaved();
                     break;
                 }
             }
@@ -334,8 +353,25 @@ impl Engine {
         }
     }
 
+    /// Announces from memory, `stored: false`, every transition waiting for the store that
+    /// has not been yet: the fleet hears of it now, the store gets it when it can write.
+    fn announce_unsaved(&mut self) -> bool {
+        let Some(announce) = &self.announce else { return false };
+        let mut any = false;
+        for t in self.unsaved.iter_mut().filter(|t| !t.announced) {
+            self.store.announce_unstored(announce.alert_unstored(&t.alert));
+            t.announced = true;
+            if let Some(live) = self.active.get_mut(&t.alert.key).filter(|l| l.alert.id == t.alert.id) {
+                live.announced = true;
+            }
+            log::warn!("alert {} ({}) announced from memory (stored: false)", t.alert.key, t.alert.state.as_str());
+            any = true;
+        }
+        any
+    }
+
     fn publish(&mut self) {
-        let active: Vec<AlertV1> = self.active.values().filter(|t| t.store_key.is_some()).map(|t| t.alert.clone()).collect();
+        let active: Vec<AlertV1> = self.active.values().filter(|t| t.store_key.is_some() || t.announced).map(|t| t.alert.clone()).collect();
         for severity in [Severity::Critical, Severity::Major, Severity::Minor, Severity::Warning] {
             let n = active.iter().filter(|a| a.severity == severity).count();
             self.metrics.alerts_active.set(&[severity.as_str()], n as f64);

@@ -54,7 +54,19 @@ impl Announcer {
     /// `P/alerts` for the transition, and the retained `P/alarms/{key}` mirror (its current
     /// state while active, an empty retained payload once cleared).
     pub fn alert(&self, alert: &AlertV1) -> Vec<OutboxV1> {
-        let json = crate::alerts::to_json(alert).to_string().into_bytes();
+        self.alert_event(alert, crate::alerts::to_json(alert))
+    }
+
+    /// `P/alerts` and `P/alarms/{key}` for a transition the store could not write, marked
+    /// `"stored": false`, published from memory.
+    pub fn alert_unstored(&self, alert: &AlertV1) -> Vec<OutboxV1> {
+        let mut json = crate::alerts::to_json(alert);
+        json["stored"] = false.into();
+        self.alert_event(alert, json)
+    }
+
+    fn alert_event(&self, alert: &AlertV1, json: serde_json::Value) -> Vec<OutboxV1> {
+        let json = json.to_string().into_bytes();
         let alarm = if alert.is_active() { json.clone() } else { Vec::new() };
         vec![
             Self::message(self.topics.alerts(), json, false, alert.severity),
