@@ -532,6 +532,10 @@ async fn agent(path: &Path, loaded: settings::Loaded, logs: Recent) -> anyhow::R
     tokio::task::spawn_blocking(move || probe.stop()).await?;
     // A store that cannot write (a full or read-only card) does not turn a stop into a
     // failure: what could be written was, and the unit must not count a crash.
+    let kept = store.kept_rings();
+    if kept > 0 {
+        log::error!("{kept} rings the store could not write are lost with this stop (they were announced)");
+    }
     match tokio::task::spawn_blocking(move || store.flush()).await? {
         Ok(()) => log::info!("stopped cleanly"),
         Err(e) => log::error!("stopped; the store's last flush failed: {e}"),

@@ -160,7 +160,7 @@ fn sigkill_during_store_flushes_keeps_every_flushed_record() {
 
         let (store, reset) = doorbell_agent::store::Store::open(dir.path(), &Default::default(), Default::default()).unwrap();
         assert!(reset.is_none(), "cycle {cycle} (seed {seed}): the store was reset after SIGKILL");
-        let tree = store.open_tree("crash").unwrap();
+        let tree = store.tree("crash").unwrap();
         if let Some(last) = flushed {
             for i in 0..=last {
                 let got = tree.get(i.to_be_bytes()).unwrap();
@@ -181,7 +181,7 @@ fn sigkill_during_store_flushes_keeps_every_flushed_record() {
 fn write_until_killed(dir: &std::path::Path) {
     use std::io::Write;
     let (store, _) = doorbell_agent::store::Store::open(dir, &Default::default(), Default::default()).unwrap();
-    let tree = store.open_tree("crash").unwrap();
+    let tree = store.tree("crash").unwrap();
     let mut i = tree.last().unwrap().map_or(0, |(k, _)| u64::from_be_bytes(k.as_ref().try_into().unwrap()) + 1);
     let mut out = std::io::stdout().lock();
     loop {

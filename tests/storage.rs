@@ -36,84 +36,173 @@ fn fill(agent: &Agent, dir: &Path) -> PathBuf {
     path
 }
 
-#[test]
-fn on_a_full_disk_every_ring_and_the_alert_are_announced_health_fails_and_sigterm_exits_0() {
-    let probe = Command::new("unshare").args(if unsafe { libc::geteuid() } == 0 { ["-m", "true"] } else { ["-Urm", "true"] }).status();
-    if !probe.is_ok_and(|s| s.success()) {
-        eprintln!("SKIPPED: this machine allows no mount namespace (unshare -m / -Urm), so no small file system");
-        return;
+/// `unshare`'s flags for a mount namespace (with a user namespace when not root).
+fn unshare_flags() -> &'static str {
+    if unsafe { libc::geteuid() } == 0 {
+        "-m"
+    } else {
+        "-Urm"
     }
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    let cfg = dir.path().join("config.toml");
-    let broker = Rumqttd::start();
-    let watcher = Watcher::start(broker.port, &["doorbell/test-door/events/ring", "doorbell/test-door/alerts"]);
-    std::fs::write(&cfg, config(&data, &format!("{NO_CAMERA}{}", mqtt_section(broker.port, "")))).unwrap();
-    let wrap = small_fs(&data, "16m");
-    let mut agent = Agent::start_in(&cfg, &wrap.iter().map(String::as_str).collect::<Vec<_>>());
+}
 
-    for _ in 0..3 {
-        agent.post("/simulate/press");
-    }
-    agent.wait_log(|l| l.contains("ring 3 stored"), Duration::from_secs(5)).expect("ring 3 stored");
-    assert_eq!(agent.json("/health")["checks"]["store"]["detail"], "writable");
-    assert_eq!(agent.metric("doorbell_store_records{tree=\"rings\"}"), 3.0, "the gauge follows the writes");
+/// An agent with a fleet link whose data directory is a 16 MiB tmpfs of its own, three rings
+/// stored; `None` (test skipped, said so) where no mount namespace can be made.
+struct SmallDisk {
+    _dir: tempfile::TempDir,
+    data: PathBuf,
+    _broker: Rumqttd,
+    watcher: Watcher,
+    agent: Agent,
+}
 
-    let filler = fill(&agent, &data);
-    // Rings until one cannot be written (sled may still have room in a segment it holds).
-    let end = Instant::now() + Duration::from_secs(20);
-    let mut presses = 3;
-    let failed = loop {
-        assert!(Instant::now() < end, "no ring failed to store on a full disk; log:\n{}", agent.log());
-        agent.post("/simulate/press");
-        presses += 1;
-        if let Some(line) = agent.wait_log(|l| l.contains("could not be stored"), Duration::from_millis(300)) {
-            break line;
+impl SmallDisk {
+    fn start() -> Option<SmallDisk> {
+        if !Command::new("unshare").args([unshare_flags(), "true"]).status().is_ok_and(|s| s.success()) {
+            eprintln!("SKIPPED: this machine allows no mount namespace (unshare {}), so no small file system", unshare_flags());
+            return None;
         }
-    };
-    assert!(failed.contains("I/O error: No space left on device (os error 28); announced from memory"), "{failed}");
-    for _ in 0..3 {
-        agent.post("/simulate/press");
-        presses += 1;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        let cfg = dir.path().join("config.toml");
+        let broker = Rumqttd::start();
+        let watcher = Watcher::start(broker.port, &["doorbell/test-door/events/ring", "doorbell/test-door/alerts"]);
+        std::fs::write(&cfg, config(&data, &format!("{NO_CAMERA}{}", mqtt_section(broker.port, "")))).unwrap();
+        let wrap = small_fs(&data, "16m");
+        let agent = Agent::start_in(&cfg, &wrap.iter().map(String::as_str).collect::<Vec<_>>());
+        for _ in 0..3 {
+            agent.post("/simulate/press");
+        }
+        agent.wait_log(|l| l.contains("ring 3 stored"), Duration::from_secs(5)).expect("ring 3 stored");
+        assert_eq!(agent.json("/health")["checks"]["store"]["detail"], "writable");
+        assert_eq!(agent.metric("doorbell_store_records{tree=\"rings\"}"), 3.0, "the gauge follows the writes");
+        Some(SmallDisk { _dir: dir, data, _broker: broker, watcher, agent })
     }
-    // Every press reaches the fleet: the ones the disk refused marked `stored: false`.
-    let events = || -> Vec<serde_json::Value> { watcher.on("doorbell/test-door/events/ring").iter().map(Msg::json).collect() };
+
+    /// Every ring event the subscriber has seen.
+    fn events(&self) -> Vec<serde_json::Value> {
+        self.watcher.on("doorbell/test-door/events/ring").iter().map(Msg::json).collect()
+    }
+
+    /// Presses until a ring cannot be stored (sled may still have room in a segment it
+    /// holds); returns that log line and the number of presses so far.
+    fn press_until_refused(&self, mut presses: u64) -> (String, u64) {
+        let end = Instant::now() + Duration::from_secs(20);
+        loop {
+            assert!(Instant::now() < end, "no ring was refused; log:\n{}", self.agent.log());
+            self.agent.post("/simulate/press");
+            presses += 1;
+            if let Some(line) = self.agent.wait_log(|l| l.contains("could not be stored"), Duration::from_millis(300)) {
+                return (line, presses);
+            }
+        }
+    }
+
+    /// Waits until /health is 200 again; returns how long that took.
+    fn wait_recovered(&self) -> Duration {
+        let t = Instant::now();
+        while self.agent.get("/health").0 != 200 {
+            assert!(t.elapsed() < Duration::from_secs(10), "no recovery within 10 s; log:\n{}", self.agent.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        t.elapsed()
+    }
+}
+
+/// The rings the subscriber saw marked `stored: false`.
+fn unstored(events: &[serde_json::Value]) -> Vec<u64> {
+    events.iter().filter(|e| e["stored"] == false).map(|e| e["seq"].as_u64().unwrap()).collect()
+}
+
+/// Waits until the subscriber has seen a ring event for each of `presses` presses.
+fn wait_all_announced(disk: &SmallDisk, presses: u64) {
     let all = |msgs: &[Msg]| {
         let seqs: std::collections::BTreeSet<u64> = msgs.iter().filter_map(|m| m.json()["seq"].as_u64()).collect();
         seqs.len() as u64 == presses
     };
-    assert!(watcher.wait(Duration::from_secs(10), all), "{presses} presses, events: {:?}", events());
-    let unstored: Vec<u64> = events().iter().filter(|e| e["stored"] == false).map(|e| e["seq"].as_u64().unwrap()).collect();
-    assert!(unstored.len() >= 4 && unstored.contains(&presses), "events marked stored: false: {unstored:?}");
-    // The store's own critical alert, announced from memory too.
-    let raised = |msgs: &[Msg]| {
-        msgs.iter().any(|m| {
-            let a = m.json();
-            a["key"] == "store_unwritable" && a["state"] == "raised" && a["severity"] == "critical" && a["stored"] == false
-        })
-    };
-    assert!(
-        watcher.wait(Duration::from_secs(5), raised),
-        "no store_unwritable alert: {:?}",
-        watcher.on("doorbell/test-door/alerts").iter().map(Msg::json).collect::<Vec<_>>()
-    );
-    let message = watcher.on("doorbell/test-door/alerts").iter().map(Msg::json).find(|a| a["key"] == "store_unwritable").unwrap();
-    assert!(message["message"].as_str().unwrap().contains("No space left on device (os error 28)"), "{message}");
-    assert_eq!(agent.json("/health")["checks"]["alerts"]["detail"], "critical: store_unwritable");
-    let (code, body) = agent.get("/health");
+    assert!(disk.watcher.wait(Duration::from_secs(10), all), "{presses} presses, events: {:?}", disk.events());
+}
+
+/// After a recovery: the store holds rings 1..=presses, the refused ones under the id they
+/// were announced with, and none of those was announced a second time.
+fn assert_all_stored_once(disk: &SmallDisk, presses: u64) {
+    let rings = disk.agent.json("/rings?limit=1000");
+    let stored: std::collections::BTreeMap<u64, String> =
+        rings.as_array().unwrap().iter().map(|r| (r["seq"].as_u64().unwrap(), r["id"].as_str().unwrap().to_string())).collect();
+    assert_eq!(stored.keys().copied().collect::<Vec<_>>(), (1..=presses).collect::<Vec<_>>(), "{rings}");
+    std::thread::sleep(Duration::from_millis(500));
+    let events = disk.events();
+    for e in events.iter().filter(|e| e["stored"] == false) {
+        let seq = e["seq"].as_u64().unwrap();
+        assert_eq!(stored[&seq], e["id"].as_str().unwrap(), "ring {seq} stored under another id");
+        let n = events.iter().filter(|x| x["seq"] == seq).count();
+        assert_eq!(n, 1, "ring {seq} announced {n} times");
+    }
+}
+
+/// The store's critical alert, seen by the subscriber in `state`.
+fn wait_store_alert(disk: &SmallDisk, state: &str) -> serde_json::Value {
+    let seen = |msgs: &[Msg]| msgs.iter().any(|m| m.json()["key"] == "store_unwritable" && m.json()["state"] == state);
+    let alerts = || disk.watcher.on("doorbell/test-door/alerts").iter().map(Msg::json).collect::<Vec<_>>();
+    assert!(disk.watcher.wait(Duration::from_secs(5), seen), "no store_unwritable {state}: {:?}", alerts());
+    alerts().into_iter().find(|a| a["key"] == "store_unwritable" && a["state"] == state).unwrap()
+}
+
+#[test]
+fn a_full_disk_announces_every_ring_fails_health_and_recovers_by_itself_once_freed() {
+    let Some(mut disk) = SmallDisk::start() else { return };
+    let filler = fill(&disk.agent, &disk.data);
+    let (failed, mut presses) = disk.press_until_refused(3);
+    assert!(failed.contains("I/O error: No space left on device (os error 28); announced from memory"), "{failed}");
+    for _ in 0..3 {
+        disk.agent.post("/simulate/press");
+        presses += 1;
+    }
+    // Every press reaches the fleet: the ones the disk refused marked `stored: false`.
+    wait_all_announced(&disk, presses);
+    let refused = unstored(&disk.events());
+    assert!(refused.len() >= 4 && refused.contains(&presses), "events marked stored: false: {refused:?}");
+    let raised = wait_store_alert(&disk, "raised");
+    assert_eq!((&raised["severity"], &raised["stored"]), (&"critical".into(), &false.into()), "{raised}");
+    assert!(raised["message"].as_str().unwrap().contains("No space left on device (os error 28)"), "{raised}");
+    let (code, body) = disk.agent.get("/health");
     assert_eq!(code, 503, "{body}");
     let health: serde_json::Value = serde_json::from_str(&body).unwrap();
     let detail = health["checks"]["store"]["detail"].as_str().unwrap();
     assert!(
-        detail.starts_with("not writable: I/O error: No space left on device (os error 28) (") && detail.contains(" MiB free on "),
+        detail.starts_with("not writable: I/O error: No space left on device (os error 28) (")
+            && detail.contains(" MiB free on ")
+            && detail.contains(" kept in memory"),
         "{detail}"
     );
-    assert_eq!(health["status"], "unhealthy");
-    assert_eq!(agent.get("/ready").0, 503);
-    std::fs::remove_file(filler).unwrap();
+    assert_eq!(health["checks"]["alerts"]["detail"], "critical: store_unwritable");
+    assert_eq!(disk.agent.get("/ready").0, 503);
 
-    let (status, took) = agent.signal(libc::SIGTERM);
-    assert_eq!(status.code(), Some(0), "SIGTERM with a failing store must still stop cleanly; log:\n{}", agent.log());
+    // Space comes back: the agent gets out of sled's error state by itself.
+    std::fs::remove_file(filler).unwrap();
+    let took = disk.wait_recovered();
+    eprintln!("recovered {:.1} s after the disk was freed", took.as_secs_f64());
+    assert!(disk.agent.log().contains("store: writable again (database reopened"), "{}", disk.agent.log());
+    let from = disk.agent.log_lines().len();
+    disk.agent.post("/simulate/press");
+    presses += 1;
+    disk.agent
+        .wait_log_after(from, |l| l.contains(&format!("ring {presses} stored")), Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("no ring stored after the recovery; log:\n{}", disk.agent.log()));
+    assert_all_stored_once(&disk, presses);
+    wait_store_alert(&disk, "cleared");
+    assert_eq!(disk.agent.signal(libc::SIGTERM).0.code(), Some(0));
+}
+
+#[test]
+fn sigterm_while_the_disk_is_full_still_exits_0_within_5_s() {
+    let Some(mut disk) = SmallDisk::start() else { return };
+    fill(&disk.agent, &disk.data);
+    let (_, presses) = disk.press_until_refused(3);
+    wait_all_announced(&disk, presses);
+    let (status, took) = disk.agent.signal(libc::SIGTERM);
+    assert_eq!(status.code(), Some(0), "the unit must not count a crash; log:\n{}", disk.agent.log());
     assert!(took < Duration::from_secs(5), "{took:?}");
+    let log = disk.agent.log();
+    assert!(log.contains("stopped; the store's last flush failed: store: I/O error: No space left on device (os error 28)"), "{log}");
 }

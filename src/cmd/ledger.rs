@@ -11,6 +11,8 @@ use crate::store::{decode, encode, Store, StoreError};
 
 use super::{Response, Status};
 
+/// The tree the ledger keeps its records in.
+const TREE: &str = "commands";
 /// Command ids remembered; the oldest are forgotten beyond this.
 const KEEP: usize = 1000;
 /// Largest response kept whole. A bigger `result` (an exported gallery, many log lines) is
@@ -70,14 +72,13 @@ pub struct Entry {
 #[derive(Clone)]
 pub struct Ledger {
     store: Store,
-    tree: sled::Tree,
     next_seq: std::sync::Arc<AtomicU64>,
 }
 
 impl Ledger {
     /// Opens the `commands` tree.
     pub fn open(store: &Store) -> Result<Ledger, StoreError> {
-        let tree = store.open_tree("commands")?;
+        let tree = store.tree(TREE)?;
         let last = tree
             .iter()
             .values()
@@ -86,12 +87,17 @@ impl Ledger {
             .map(|r| r.seq())
             .max()
             .unwrap_or(0);
-        Ok(Ledger { store: store.clone(), tree, next_seq: std::sync::Arc::new(AtomicU64::new(last + 1)) })
+        Ok(Ledger { store: store.clone(), next_seq: std::sync::Arc::new(AtomicU64::new(last + 1)) })
+    }
+
+    /// The `commands` tree, for one call.
+    fn tree(&self) -> Result<sled::Tree, StoreError> {
+        self.store.tree(TREE)
     }
 
     /// The latest response recorded for `id`.
     pub fn get(&self, id: &str) -> Option<Entry> {
-        let bytes = self.tree.get(id.as_bytes()).ok()??;
+        let bytes = self.tree().ok()?.get(id.as_bytes()).ok()??;
         // A record of a newer version (after a rollback) is unknown to us: treat the id as new.
         let (CommandRecord::V1 { name, finished, response, .. } | CommandRecord::V2 { name, finished, response, .. }) =
             decode(&bytes).ok()?;
@@ -117,11 +123,12 @@ impl Ledger {
             response: text,
             local,
         };
+        let tree = self.tree()?;
         self.store.write(|| {
-            self.tree.insert(id.as_bytes(), encode(&record))?;
-            self.tree.flush().map(drop)
+            tree.insert(id.as_bytes(), encode(&record))?;
+            tree.flush().map(drop)
         })?;
-        if self.tree.len() > KEEP + KEEP / 10 {
+        if tree.len() > KEEP + KEEP / 10 {
             self.prune()?;
         }
         Ok(())
@@ -130,8 +137,8 @@ impl Ledger {
     /// Commands that were accepted but never finished (the agent stopped meanwhile): id,
     /// name, and whether they came from the local control socket.
     pub fn unfinished(&self) -> Vec<(String, String, bool)> {
-        self.tree
-            .iter()
+        let Ok(tree) = self.tree() else { return Vec::new() };
+        tree.iter()
             .filter_map(|kv| kv.ok())
             .filter_map(|(k, v)| {
                 let (name, local) = match decode::<CommandRecord>(&v).ok()? {
@@ -145,13 +152,14 @@ impl Ledger {
     }
 
     fn prune(&self) -> Result<(), StoreError> {
+        let tree = self.tree()?;
         let mut by_age: Vec<(u64, sled::IVec)> =
-            self.tree.iter().filter_map(|kv| kv.ok()).filter_map(|(k, v)| decode::<CommandRecord>(&v).ok().map(|r| (r.seq(), k))).collect();
+            tree.iter().filter_map(|kv| kv.ok()).filter_map(|(k, v)| decode::<CommandRecord>(&v).ok().map(|r| (r.seq(), k))).collect();
         by_age.sort_unstable_by_key(|(seq, _)| *seq);
         let excess = by_age.len().saturating_sub(KEEP);
         self.store.write(|| {
             for (_, key) in by_age.into_iter().take(excess) {
-                self.tree.remove(key)?;
+                tree.remove(key)?;
             }
             Ok(())
         })
@@ -198,7 +206,7 @@ mod tests {
         }
         assert!(ledger.get("a").is_none(), "the oldest ids are pruned");
         assert!(ledger.get(&format!("x{}", KEEP + KEEP / 10)).is_some());
-        assert!(ledger.tree.len() <= KEEP + KEEP / 10);
+        assert!(ledger.tree().unwrap().len() <= KEEP + KEEP / 10);
     }
 
     #[test]

@@ -12,14 +12,13 @@ const PREFIX: &[u8] = b"f/";
 /// The last `window` feedbacks.
 pub struct Feedback {
     store: Store,
-    tree: sled::Tree,
     window: usize,
     recent: VecDeque<(Vec<u8>, FeedbackV1)>,
 }
 
 impl Feedback {
     /// Loads the stored window.
-    pub fn open(store: Store, tree: sled::Tree, window: usize) -> Feedback {
+    pub fn open(store: Store, tree: &sled::Tree, window: usize) -> Feedback {
         let recent = tree
             .scan_prefix(PREFIX)
             .filter_map(Result::ok)
@@ -28,7 +27,7 @@ impl Feedback {
                 _ => None,
             })
             .collect::<VecDeque<_>>();
-        let mut feedback = Feedback { store, tree, window, recent };
+        let mut feedback = Feedback { store, window, recent };
         while feedback.recent.len() > window {
             feedback.recent.pop_front();
         }
@@ -45,13 +44,14 @@ impl Feedback {
         let key = [PREFIX, &seq.to_be_bytes()].concat();
         let drop_keys: Vec<Vec<u8>> =
             self.recent.iter().take((self.recent.len() + 1).saturating_sub(self.window)).map(|(k, _)| k.clone()).collect();
+        let tree = self.store.tree(super::TREE).map_err(|e| ControlError::Store(e.to_string()))?;
         self.store
             .write(|| {
-                self.tree.insert(&key[..], store::encode(&FaceRecord::FeedbackV1(entry.clone())))?;
+                tree.insert(&key[..], store::encode(&FaceRecord::FeedbackV1(entry.clone())))?;
                 for k in &drop_keys {
-                    self.tree.remove(&k[..])?;
+                    tree.remove(&k[..])?;
                 }
-                self.tree.flush().map(drop)
+                tree.flush().map(drop)
             })
             .map_err(|e| ControlError::Store(e.to_string()))?;
         self.recent.drain(..drop_keys.len());

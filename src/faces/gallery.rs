@@ -81,7 +81,6 @@ struct Entry {
 /// The people, in memory, backed by the `faces` tree.
 pub struct Gallery {
     store: Store,
-    tree: sled::Tree,
     embedder: String,
     dims: usize,
     max_samples: usize,
@@ -92,7 +91,7 @@ pub struct Gallery {
 impl Gallery {
     /// Loads everyone from `tree`. People enrolled with another embedder are kept on disk
     /// but not matched (counted in the returned number).
-    pub fn open(store: Store, tree: sled::Tree, embedder: String, dims: usize, max_samples: usize, max_people: usize) -> (Gallery, usize) {
+    pub fn open(store: Store, tree: &sled::Tree, embedder: String, dims: usize, max_samples: usize, max_people: usize) -> (Gallery, usize) {
         let mut people = BTreeMap::new();
         let mut foreign = 0;
         for (_, v) in tree.scan_prefix(PERSON_PREFIX).filter_map(Result::ok) {
@@ -104,7 +103,12 @@ impl Gallery {
                 Err(e) => log::warn!("skipping a gallery record: {e}"),
             }
         }
-        (Gallery { store, tree, embedder, dims, max_samples, max_people, people }, foreign)
+        (Gallery { store, embedder, dims, max_samples, max_people, people }, foreign)
+    }
+
+    /// The `faces` tree, for one write.
+    fn tree(&self) -> Result<sled::Tree, ControlError> {
+        self.store.tree(super::TREE).map_err(|e| ControlError::Store(e.to_string()))
     }
 
     /// The embedder id descriptors must come from.
@@ -168,10 +172,11 @@ impl Gallery {
         let Some(entry) = self.people.get(name) else { return Err(ControlError::NotFound(format!("nobody named {name:?} is enrolled"))) };
         let person = summary(&entry.record);
         let key = person_key(name);
+        let tree = self.tree()?;
         self.store
             .write(|| {
-                self.tree.remove(key)?;
-                self.tree.flush().map(drop)
+                tree.remove(key)?;
+                tree.flush().map(drop)
             })
             .map_err(|e| ControlError::Store(e.to_string()))?;
         self.people.remove(name);
@@ -217,12 +222,13 @@ impl Gallery {
                 self.check_descriptor(s).map_err(|r| bad(format!("person {:?}: {r}", p.name)))?;
             }
         }
+        let tree = self.tree()?;
         self.store
             .write(|| {
                 for p in &people {
-                    self.tree.insert(person_key(&p.name), store::encode(&FaceRecord::PersonV1(p.clone())))?;
+                    tree.insert(person_key(&p.name), store::encode(&FaceRecord::PersonV1(p.clone())))?;
                 }
-                self.tree.flush().map(drop)
+                tree.flush().map(drop)
             })
             .map_err(|e| ControlError::Store(e.to_string()))?;
         let replaced = people.len() - new;
@@ -234,10 +240,11 @@ impl Gallery {
 
     fn save(&self, record: &PersonV1) -> Result<(), ControlError> {
         let value = store::encode(&FaceRecord::PersonV1(record.clone()));
+        let tree = self.tree()?;
         self.store
             .write(|| {
-                self.tree.insert(person_key(&record.name), value)?;
-                self.tree.flush().map(drop)
+                tree.insert(person_key(&record.name), value)?;
+                tree.flush().map(drop)
             })
             .map_err(|e| ControlError::Store(e.to_string()))
     }
@@ -274,8 +281,8 @@ mod tests {
 
     fn open(dir: &std::path::Path) -> Gallery {
         let (store, _) = Store::open(dir, &crate::config::StoreConfig::default(), Arc::new(crate::metrics::Metrics::default())).unwrap();
-        let tree = store.open_tree("faces").unwrap();
-        Gallery::open(store, tree, "test-embedder".into(), 3, 2, 3).0
+        let tree = store.tree(super::super::TREE).unwrap();
+        Gallery::open(store, &tree, "test-embedder".into(), 3, 2, 3).0
     }
 
     fn d(v: [f32; 3]) -> Vec<f32> {

@@ -40,6 +40,8 @@ pub const MAX_ENROLL_IMAGES: usize = 10;
 pub const MIN_FEEDBACK: usize = 10;
 /// Alert key raised while the models cannot be used.
 pub const MODELS_ALERT: &str = "face_models_unavailable";
+/// The store tree of the gallery and the accuracy feedback.
+const TREE: &str = "faces";
 
 /// The embedder id the gallery is tied to: model name plus the start of its sha256.
 pub fn embedder_id(cfg: &Config) -> String {
@@ -80,19 +82,13 @@ impl Recognition {
     /// Opens the gallery and feedback from the store; the worker starts on first use (or
     /// at the first housekeeping when it is kept warm).
     pub fn new(cfg: &Config, parts: Parts) -> Result<Recognition, crate::store::StoreError> {
-        let tree = parts.store.open_tree("faces")?;
-        let (gallery, foreign) = Gallery::open(
-            parts.store.clone(),
-            tree.clone(),
-            embedder_id(cfg),
-            DIMS,
-            cfg.faces.max_samples_per_person,
-            cfg.faces.max_people,
-        );
+        let tree = parts.store.tree(TREE)?;
+        let (gallery, foreign) =
+            Gallery::open(parts.store.clone(), &tree, embedder_id(cfg), DIMS, cfg.faces.max_samples_per_person, cfg.faces.max_people);
         if foreign > 0 {
             log::warn!("{foreign} enrolled people were made with another embedder and are not matched; re-enroll them");
         }
-        let feedback = Feedback::open(parts.store.clone(), tree, cfg.faces.accuracy_window);
+        let feedback = Feedback::open(parts.store.clone(), &tree, cfg.faces.accuracy_window);
         let (program, args) = parts.worker;
         let recognition = Recognition {
             worker: Supervisor::new(program, args, cfg.pipeline.clone(), parts.metrics.clone()),

@@ -241,10 +241,12 @@ impl RingFlow {
                 }
                 Err(e) => {
                     self.metrics.errors.inc(&["store", "ring_write"]);
-                    // The visitor is at the door now: tell the fleet even without the disk.
-                    let from_memory = self.announce.as_ref().map(|a| self.store.announce_unstored(a.ring_unstored(&ring)));
-                    let announced = if from_memory.is_some() { "; announced from memory (stored: false)" } else { "" };
-                    log::error!("ring {} could not be stored: {e}{announced}", ring.seq);
+                    // The visitor is at the door now: tell the fleet even without the disk,
+                    // and write the ring once the store can.
+                    let unstored = self.announce.as_ref().map(|a| a.ring_unstored(&ring)).unwrap_or_default();
+                    let announced = if unstored.is_empty() { "" } else { "; announced from memory (stored: false)" };
+                    self.store.keep_ring(ring.clone(), messages, unstored);
+                    log::error!("ring {} could not be stored: {e}{announced}; kept until the store writes again", ring.seq);
                     None
                 }
             };

@@ -4,7 +4,9 @@
 //! reported as stored before it is on disk. The store is bounded (record counts and a size
 //! budget); pruning drops the oldest rings and the cleared, lowest-severity alerts first.
 //! A database that cannot be opened is moved aside and replaced by a fresh one; the caller
-//! raises the critical `store_reset` alert.
+//! raises the critical `store_reset` alert. A database that stops taking writes (a full or
+//! read-only card) is reopened once the disk takes writes again (`recover`); meanwhile rings
+//! are kept and announced from memory.
 
 mod outbox;
 mod records;
@@ -15,8 +17,8 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
@@ -28,6 +30,12 @@ use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 
 const RING_SEQ: &[u8] = b"ring_seq";
+/// The key `recover` writes to learn whether sled writes again.
+const PROBE: &[u8] = b"write_probe";
+/// How long a reopen waits for the calls using the old database, and for sled's file lock.
+const REOPEN_WAIT: Duration = Duration::from_secs(2);
+/// The free space a reopen needs: sled writes a new segment buffer at once.
+const REOPEN_MIN_FREE: u64 = 2 * 1024 * 1024;
 /// Outbox messages dropped (outbox full) and not yet reported over the fleet link.
 const OUTBOX_DROPS: &[u8] = b"outbox_unreported_drops";
 
@@ -48,6 +56,9 @@ pub enum StoreError {
     /// sled failed.
     #[error("store: {}", sled_message(.0))]
     Sled(#[from] sled::Error),
+    /// The database is being reopened after a failure (or could not be reopened yet).
+    #[error("store: the database is being reopened after a write failure")]
+    Reopening,
 }
 
 /// sled's message, with an I/O error as the OS words it ("No space left on device (os error
@@ -88,6 +99,14 @@ pub struct Pruned {
     pub alerts: usize,
 }
 
+/// A ring the store could not write: its outbox messages, and the ids of its announcement
+/// from memory (`stored: false`).
+struct KeptRing {
+    ring: RingV1,
+    announce: Vec<OutboxV1>,
+    memory: Vec<u64>,
+}
+
 /// Messages announced from memory, in the order they were queued.
 #[derive(Default)]
 struct Unstored {
@@ -95,14 +114,48 @@ struct Unstored {
     queue: std::collections::VecDeque<(u64, OutboxV1)>,
 }
 
-/// Handle on the open store; cheap to clone, safe to share between threads.
-#[derive(Clone)]
-pub struct Store {
+/// One opening of the database. Every sled handle the store uses comes from the current one
+/// and is held only for the call that needs it: after an I/O error sled fails every later
+/// write until the database is opened again, which needs all handles of the old one gone.
+struct Gen {
     db: sled::Db,
     rings: sled::Tree,
     alerts: sled::Tree,
     meta: sled::Tree,
     outbox: sled::Tree,
+}
+
+impl Gen {
+    fn open(path: &Path, limits: &StoreConfig) -> sled::Result<Gen> {
+        let db = open_db(path, limits)?;
+        Ok(Gen {
+            rings: db.open_tree("rings")?,
+            alerts: db.open_tree("alerts")?,
+            meta: db.open_tree("meta")?,
+            outbox: db.open_tree("outbox")?,
+            db,
+        })
+    }
+
+    /// The outbox's index and the record counts, read from the trees (at open).
+    fn survey(&self, limits: &StoreConfig) -> (outbox::Index, usize, usize) {
+        let mut index = outbox::Index::new(limits.max_outbox_messages, (limits.max_outbox_mib * 1024 * 1024) as usize);
+        for (k, v) in self.outbox.iter().filter_map(|kv| kv.ok()) {
+            // Messages another version queued in a shape we cannot read are kept, never dropped.
+            if let Ok(Record::OutboxV1(m)) = Record::decode(&v) {
+                index.add(key_u64(&k), m.severity, v.len());
+            }
+            index.durable = index.durable.max(key_u64(&k));
+        }
+        (index, self.rings.len(), self.alerts.len())
+    }
+}
+
+/// Handle on the open store; cheap to clone, safe to share between threads.
+#[derive(Clone)]
+pub struct Store {
+    // The current opening; `None` while it is being replaced (see `recover`).
+    gen: Arc<RwLock<Option<Arc<Gen>>>>,
     limits: StoreConfig,
     metrics: Arc<Metrics>,
     // Outbox size and drop order; also serializes every write that queues messages, through
@@ -118,6 +171,8 @@ pub struct Store {
     data_dir: Arc<Path>,
     // Messages of records the store could not write, announced from memory.
     unstored: Arc<Mutex<Unstored>>,
+    // Rings the store could not write, written once it can (`recover`), oldest first.
+    kept: Arc<Mutex<std::collections::VecDeque<KeptRing>>>,
     // Held for the life of the store: one agent per data directory.
     _lock: Arc<File>,
 }
@@ -129,8 +184,8 @@ impl Store {
         std::fs::create_dir_all(data_dir).map_err(dir_err)?;
         let lock = lock_dir(data_dir)?;
         let db_path = data_dir.join("db");
-        let (db, reset) = match open_db(&db_path, limits) {
-            Ok(db) => (db, None),
+        let (gen, reset) = match Gen::open(&db_path, limits) {
+            Ok(gen) => (gen, None),
             Err(e) if !is_unreadable(&e) => return Err(e.into()),
             Err(e) => {
                 let moved_to = data_dir.join(format!("db.unreadable-{}", crate::time::now_ms()));
@@ -140,33 +195,20 @@ impl Store {
                     moved_to.display()
                 );
                 std::fs::rename(&db_path, &moved_to).map_err(dir_err)?;
-                let db = open_db(&db_path, limits)?;
-                (db, Some(Reset { moved_to, reason: sled_message(&e) }))
+                let gen = Gen::open(&db_path, limits)?;
+                (gen, Some(Reset { moved_to, reason: sled_message(&e) }))
             }
         };
-        let outbox = db.open_tree("outbox")?;
-        let mut index = outbox::Index::new(limits.max_outbox_messages, (limits.max_outbox_mib * 1024 * 1024) as usize);
-        for (k, v) in outbox.iter().filter_map(|kv| kv.ok()) {
-            // Messages another version queued in a shape we cannot read are kept, never dropped.
-            if let Ok(Record::OutboxV1(m)) = Record::decode(&v) {
-                index.add(key_u64(&k), m.severity, v.len());
-            }
-            index.durable = index.durable.max(key_u64(&k));
-        }
-        let (rings, alerts) = (db.open_tree("rings")?, db.open_tree("alerts")?);
+        let (index, rings, alerts) = gen.survey(limits);
         let (outbox_messages, outbox_bytes) = index.depth();
         let counts = Arc::new(Counts {
-            rings: AtomicUsize::new(rings.len()),
-            alerts: AtomicUsize::new(alerts.len()),
+            rings: AtomicUsize::new(rings),
+            alerts: AtomicUsize::new(alerts),
             outbox: AtomicUsize::new(outbox_messages),
             outbox_bytes: AtomicUsize::new(outbox_bytes),
         });
         let store = Store {
-            rings,
-            alerts,
-            meta: db.open_tree("meta")?,
-            outbox,
-            db,
+            gen: Arc::new(RwLock::new(Some(Arc::new(gen)))),
             limits: limits.clone(),
             metrics,
             outbox_index: Arc::new(Mutex::new(index)),
@@ -175,21 +217,29 @@ impl Store {
             write_error: Arc::new(Mutex::new(None)),
             data_dir: Arc::from(data_dir),
             unstored: Arc::new(Mutex::new(Unstored::default())),
+            kept: Arc::new(Mutex::new(std::collections::VecDeque::new())),
             _lock: Arc::new(lock),
         };
         store.update_gauges();
         Ok((store, reset))
     }
 
-    /// Makes every write so far durable.
-    pub fn flush(&self) -> Result<(), StoreError> {
-        self.write(|| self.db.flush().map(drop))
+    /// The current opening of the database.
+    fn gen(&self) -> Result<Arc<Gen>, StoreError> {
+        self.gen.read().unwrap_or_else(|p| p.into_inner()).clone().ok_or(StoreError::Reopening)
     }
 
-    /// Opens (or creates) a tree of its own for a component; its values should be that
-    /// component's versioned enum, wrapped with `encode`/`decode`.
-    pub fn open_tree(&self, name: &str) -> Result<sled::Tree, StoreError> {
-        Ok(self.db.open_tree(name)?)
+    /// Makes every write so far durable.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        let g = self.gen()?;
+        self.write(|| g.db.flush().map(drop))
+    }
+
+    /// A component's own tree (created when missing); its values should be that component's
+    /// versioned enum, wrapped with `encode`/`decode`. Use it for one call and let it go: a
+    /// reopen after a write failure waits for every handle of the old database.
+    pub fn tree(&self, name: &str) -> Result<sled::Tree, StoreError> {
+        Ok(self.gen()?.db.open_tree(name)?)
     }
 
     /// Runs a write (ending in a flush where it must be durable) and remembers whether the
@@ -206,6 +256,85 @@ impl Store {
         self.write_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Gets the store writing again after a failed write, without a restart. A probe write
+    /// first; if sled still refuses (it keeps an I/O error until the database is opened
+    /// again) and the data directory takes a write again (space is back, the file system is
+    /// writable again), the database is reopened. Returns whether the store writes.
+    pub fn recover(&self) -> bool {
+        if self.write_error().is_none() {
+            return self.write_kept().is_ok();
+        }
+        let probe = |g: &Gen| {
+            g.meta.insert(PROBE, &b"1"[..])?;
+            g.db.flush().map(drop)
+        };
+        if self.gen().is_ok_and(|g| self.write(|| probe(&g)).is_ok()) {
+            return self.write_kept().is_ok();
+        }
+        // Reopening while the disk still refuses would trade a working read side for nothing.
+        let room = crate::durable::free_space(&self.data_dir).is_ok_and(|free| free >= REOPEN_MIN_FREE);
+        let dir_probe = self.data_dir.join("store.probe");
+        if !room || crate::durable::write_file(&dir_probe, b"probe", 0o600).is_err() {
+            return false;
+        }
+        let _ = std::fs::remove_file(&dir_probe);
+        let t = Instant::now();
+        if let Err(e) = self.reopen() {
+            log::warn!("store: reopening the database failed: {e}; trying again");
+            return false;
+        }
+        if !self.gen().is_ok_and(|g| self.write(|| probe(&g)).is_ok()) {
+            return false;
+        }
+        log::info!("store: writable again (database reopened in {:.0} ms)", t.elapsed().as_secs_f64() * 1000.0);
+        self.write_kept().is_ok()
+    }
+
+    /// Replaces the database handle with a fresh opening: waits for the calls using the old
+    /// one, drops it (sled's file lock with it), opens again and recounts.
+    fn reopen(&self) -> Result<(), StoreError> {
+        // No write queues messages meanwhile: the outbox index is rebuilt below.
+        let mut index = self.lock_outbox();
+        let old = self.gen.write().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(mut old) = old {
+            let deadline = Instant::now() + REOPEN_WAIT;
+            loop {
+                match Arc::try_unwrap(old) {
+                    Ok(gen) => break drop(gen),
+                    Err(busy) if Instant::now() < deadline => {
+                        old = busy;
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err(busy) => {
+                        *self.gen.write().unwrap_or_else(|p| p.into_inner()) = Some(busy);
+                        return Err(StoreError::Reopening);
+                    }
+                }
+            }
+        }
+        // sled's own threads can hold its file lock a moment after the last handle is gone.
+        let deadline = Instant::now() + REOPEN_WAIT;
+        let gen = loop {
+            match Gen::open(&self.data_dir.join("db"), &self.limits) {
+                Ok(gen) => break gen,
+                Err(e) if Instant::now() < deadline && sled_message(&e).contains("could not acquire lock") => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let (fresh, rings, alerts) = gen.survey(&self.limits);
+        *index = fresh;
+        self.mirror_depth(&index);
+        self.counts.rings.store(rings, Ordering::Relaxed);
+        self.counts.alerts.store(alerts, Ordering::Relaxed);
+        *self.gen.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(gen));
+        drop(index);
+        // Whatever the outbox holds now is what the link may send.
+        self.outbox_changed.notify_one();
+        Ok(())
+    }
+
     /// Sets the required `store` check from the last write: a failing one names the error and
     /// the free space left where the store lives, the two things an operator acts on.
     pub fn report_health(&self, health: &Board) {
@@ -216,7 +345,12 @@ impl Store {
                     Ok(bytes) => format!("{:.1} MiB free", bytes as f64 / (1024.0 * 1024.0)),
                     Err(e) => format!("free space unknown: {e}"),
                 };
-                health.set("store", Importance::Required, false, format!("not writable: {e} ({free} on {})", self.data_dir.display()));
+                let kept = match self.kept_rings() {
+                    0 => String::new(),
+                    n => format!("; {n} ring{} kept in memory", if n == 1 { "" } else { "s" }),
+                };
+                let detail = format!("not writable: {e} ({free} on {}){kept}", self.data_dir.display());
+                health.set("store", Importance::Required, false, detail);
             }
         }
     }
@@ -237,11 +371,12 @@ impl Store {
 
     /// The sequence number of the newest stored ring (0 when none).
     pub fn last_ring_seq(&self) -> u64 {
-        let from_meta = self.meta.get(RING_SEQ).ok().flatten().and_then(|v| match self.decode(&v) {
+        let Ok(g) = self.gen() else { return 0 };
+        let from_meta = g.meta.get(RING_SEQ).ok().flatten().and_then(|v| match self.decode(&v) {
             Some(Record::CounterV1(n)) => Some(n),
             _ => None,
         });
-        let from_tree = self.rings.last().ok().flatten().map(|(k, _)| key_u64(&k));
+        let from_tree = g.rings.last().ok().flatten().map(|(k, _)| key_u64(&k));
         from_meta.unwrap_or(0).max(from_tree.unwrap_or(0))
     }
 
@@ -259,7 +394,7 @@ impl Store {
 
     /// Ring `seq`, if it is still stored.
     pub fn ring(&self, seq: u64) -> Option<RingV1> {
-        match self.decode(&self.rings.get(seq.to_be_bytes()).ok()??)? {
+        match self.decode(&self.gen().ok()?.rings.get(seq.to_be_bytes()).ok()??)? {
             Record::RingV1(r) => Some(r),
             _ => None,
         }
@@ -267,7 +402,8 @@ impl Store {
 
     /// The newest ring events, newest first.
     pub fn rings(&self, limit: usize) -> Vec<RingV1> {
-        self.rings
+        let Ok(g) = self.gen() else { return Vec::new() };
+        g.rings
             .iter()
             .rev()
             .filter_map(|kv| kv.ok())
@@ -302,7 +438,8 @@ impl Store {
 
     /// Alerts with their store keys, newest first.
     pub fn alerts(&self, active_only: bool, limit: usize) -> Vec<(u64, AlertV1)> {
-        self.alerts
+        let Ok(g) = self.gen() else { return Vec::new() };
+        g.alerts
             .iter()
             .rev()
             .filter_map(|kv| kv.ok())
@@ -327,7 +464,8 @@ impl Store {
         if from > durable {
             return Vec::new();
         }
-        self.outbox
+        let Ok(g) = self.gen() else { return Vec::new() };
+        g.outbox
             .range(from.to_be_bytes()..=durable.to_be_bytes())
             .filter_map(|kv| kv.ok())
             .filter_map(|(k, v)| match Record::decode(&v) {
@@ -336,7 +474,7 @@ impl Store {
                 Err(DecodeError::Corrupt(_)) => {
                     // Unsendable: count it and let it go rather than block the queue.
                     self.metrics.store_skipped.inc(&["corrupt"]);
-                    let _ = self.outbox.remove(&k);
+                    let _ = g.outbox.remove(&k);
                     None
                 }
             })
@@ -351,7 +489,8 @@ impl Store {
         index.remove(key);
         self.mirror_depth(&index);
         drop(index);
-        self.write(|| self.outbox.remove(key.to_be_bytes()).map(drop))
+        let g = self.gen()?;
+        self.write(|| g.outbox.remove(key.to_be_bytes()).map(drop))
     }
 
     /// Queued messages and their bytes; never waits for a write in progress.
@@ -370,8 +509,9 @@ impl Store {
     /// memory after what the outbox holds: the announcement must not wait for a disk that is
     /// full or read-only. Bounded like the outbox (the oldest go first); a restart or a power
     /// cut loses them.
-    pub fn announce_unstored(&self, messages: Vec<OutboxV1>) {
+    pub fn announce_unstored(&self, messages: Vec<OutboxV1>) -> Vec<u64> {
         let mut u = self.unstored.lock().unwrap_or_else(|p| p.into_inner());
+        let mut ids = Vec::with_capacity(messages.len());
         for m in messages {
             if u.queue.len() >= self.limits.max_outbox_messages {
                 if let Some((_, dropped)) = u.queue.pop_front() {
@@ -381,9 +521,52 @@ impl Store {
             let id = u.next;
             u.next += 1;
             u.queue.push_back((id, m));
+            ids.push(id);
         }
         drop(u);
         self.outbox_changed.notify_one();
+        ids
+    }
+
+    /// Keeps a ring the store could not write: `unstored` (its event marked `stored: false`)
+    /// is announced from memory now, the ring is written with `announce` once the store
+    /// writes again, under the same id and sequence number (`recover`). At most
+    /// `store.max_rings` are kept; a restart or a power cut loses them.
+    pub fn keep_ring(&self, ring: RingV1, announce: Vec<OutboxV1>, unstored: Vec<OutboxV1>) {
+        let memory = self.announce_unstored(unstored);
+        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        if kept.len() >= self.limits.max_rings {
+            if let Some(lost) = kept.pop_front() {
+                self.metrics.errors.inc(&["store", "kept_ring_dropped"]);
+                log::error!("ring {} ({}) dropped from memory: too many rings wait for the store", lost.ring.seq, lost.ring.id);
+            }
+        }
+        kept.push_back(KeptRing { ring, announce, memory });
+    }
+
+    /// Rings kept in memory, waiting for the store.
+    pub fn kept_rings(&self) -> usize {
+        self.kept.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Writes the kept rings, oldest first; stops at the first failure. A ring whose
+    /// announcement from memory the broker already has is written without announcing it
+    /// again; one still waiting is announced from the outbox instead.
+    fn write_kept(&self) -> Result<(), StoreError> {
+        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(k) = kept.front() {
+            let waiting = {
+                let u = self.unstored.lock().unwrap_or_else(|p| p.into_inner());
+                k.memory.iter().any(|id| u.queue.iter().any(|(q, _)| q == id))
+            };
+            self.put_ring(&k.ring, if waiting { &k.announce } else { &[] })?;
+            for id in &k.memory {
+                self.unstored_acked(*id);
+            }
+            log::info!("ring {} stored: id={} (kept in memory while the store could not write)", k.ring.seq, k.ring.id);
+            kept.pop_front();
+        }
+        Ok(())
     }
 
     /// Unstored messages after `after` (their ids grow), oldest first, at most `limit`.
@@ -409,7 +592,8 @@ impl Store {
     /// across restarts, so a drop while offline is reported once the link is back).
     pub fn take_outbox_drops(&self) -> Result<u64, StoreError> {
         let _index = self.lock_outbox();
-        let n = match self.meta.get(OUTBOX_DROPS)? {
+        let g = self.gen()?;
+        let n = match g.meta.get(OUTBOX_DROPS)? {
             Some(v) => match self.decode(&v) {
                 Some(Record::CounterV1(n)) => n,
                 _ => 0,
@@ -418,8 +602,8 @@ impl Store {
         };
         if n > 0 {
             self.write(|| {
-                self.meta.remove(OUTBOX_DROPS)?;
-                self.db.flush().map(drop)
+                g.meta.remove(OUTBOX_DROPS)?;
+                g.db.flush().map(drop)
             })?;
         }
         Ok(n)
@@ -440,8 +624,9 @@ impl Store {
         let mut index = self.lock_outbox();
         let plan = index.plan(&announce.iter().zip(&encoded).map(|(m, bytes)| (m.severity, bytes.len())).collect::<Vec<_>>());
         let dropped = plan.evict.len() + plan.admit.iter().filter(|a| !**a).count();
+        let g = self.gen()?;
         let (value, keys) = self.write(|| {
-            let committed = (&self.rings, &self.alerts, &self.meta, &self.outbox).transaction(|(rings, alerts, meta, outbox)| {
+            let committed = (&g.rings, &g.alerts, &g.meta, &g.outbox).transaction(|(rings, alerts, meta, outbox)| {
                 let value = body(&Trees { rings, alerts, meta })?;
                 for key in &plan.evict {
                     outbox.remove(&key.to_be_bytes())?;
@@ -467,7 +652,7 @@ impl Store {
                 TransactionError::Storage(e) => e,
                 TransactionError::Abort(()) => sled::Error::Unsupported("store transaction aborted".into()),
             })?;
-            self.db.flush()?;
+            g.db.flush()?;
             Ok(committed)
         })?;
         let evicted: Vec<Severity> = plan.evict.iter().filter_map(|key| index.remove(*key)).collect();
@@ -497,7 +682,7 @@ impl Store {
 
     /// On-disk size in bytes.
     pub fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
+        self.gen().map_or(0, |g| g.db.size_on_disk().unwrap_or(0))
     }
 
     /// Brings the store back within its bounds.
@@ -507,8 +692,9 @@ impl Store {
         let max_rings = if over_budget { self.limits.max_rings * 3 / 4 } else { self.limits.max_rings };
         let mut pruned = Pruned::default();
         let (rings, alerts, _) = self.counts();
-        for kv in self.rings.iter().keys().take(rings.saturating_sub(max_rings)) {
-            if self.rings.remove(kv?)?.is_some() {
+        let g = self.gen()?;
+        for kv in g.rings.iter().keys().take(rings.saturating_sub(max_rings)) {
+            if g.rings.remove(kv?)?.is_some() {
                 self.counts.rings.fetch_sub(1, Ordering::Relaxed);
                 pruned.rings += 1;
             }
@@ -518,7 +704,7 @@ impl Store {
         if excess > 0 {
             // Cleared before active, lowest severity before highest, oldest before newest.
             // Records of a newer version are never candidates: they are not ours to drop.
-            let mut candidates: Vec<(bool, crate::config::Severity, u64)> = self
+            let mut candidates: Vec<(bool, crate::config::Severity, u64)> = g
                 .alerts
                 .iter()
                 .filter_map(|kv| kv.ok())
@@ -530,12 +716,13 @@ impl Store {
                 .collect();
             candidates.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2)));
             for (_, _, key) in candidates.into_iter().take(excess) {
-                if self.alerts.remove(key.to_be_bytes())?.is_some() {
+                if g.alerts.remove(key.to_be_bytes())?.is_some() {
                     self.counts.alerts.fetch_sub(1, Ordering::Relaxed);
                     pruned.alerts += 1;
                 }
             }
         }
+        drop(g);
         if pruned != Pruned::default() {
             self.flush()?;
             self.metrics.store_pruned.add(&["rings"], pruned.rings as f64);
@@ -557,19 +744,32 @@ impl Store {
 
 /// How often the store's gauges and health check are refreshed between pruning passes.
 const GAUGE_INTERVAL: Duration = Duration::from_secs(30);
+/// How often a store that cannot write tries to recover.
+const RECOVER_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Periodic maintenance: refreshes gauges and the `store` check, prunes every `interval`.
+/// Periodic maintenance: refreshes gauges and the `store` check, prunes every `interval`,
+/// and every second while a write has failed tries to get the store writing again.
 pub async fn maintain(store: Store, interval: Duration, health: Board, mut shutdown: Shutdown) {
-    let mut ticks = tokio::time::interval(GAUGE_INTERVAL.min(interval));
     let mut last_prune = tokio::time::Instant::now();
+    // None: not yet (the first tick refreshes at once).
+    let mut last_gauges: Option<tokio::time::Instant> = None;
+    let mut ticks = tokio::time::interval(RECOVER_INTERVAL);
     loop {
         tokio::select! {
             _ = shutdown.recv() => return,
             _ = ticks.tick() => {}
         }
+        let failing = store.write_error().is_some() || store.kept_rings() > 0;
         let prune = last_prune.elapsed() >= interval;
+        if !failing && !prune && last_gauges.is_some_and(|t| t.elapsed() < GAUGE_INTERVAL.min(interval)) {
+            continue;
+        }
+        last_gauges = Some(tokio::time::Instant::now());
         let s = store.clone();
         let outcome = tokio::task::spawn_blocking(move || {
+            if failing && !s.recover() {
+                return Ok(None);
+            }
             // sled frees its page buffers in bursts; hand what the heap keeps back.
             crate::memory::release_free_heap();
             if prune {
@@ -704,7 +904,7 @@ mod tests {
         // from 1 MiB to 4 KiB of 0xFF; keys up to that length are still all seen.
         let dir = tempfile::tempdir().unwrap();
         let (s, _) = open(dir.path(), &StoreConfig::default());
-        let tree = s.open_tree("bound").unwrap();
+        let tree = s.tree("bound").unwrap();
         // Enough keys for many tree nodes, the longest 0xFF runs last.
         let mut keys: Vec<Vec<u8>> = (0u32..5000).map(|i| [&[0xFF][..], &i.to_be_bytes()].concat()).collect();
         keys.extend([1, 8, 128, 1000, 2000, 3000, 4095, 4096].iter().map(|n| vec![0xFF; *n]));
@@ -729,7 +929,7 @@ mod tests {
         let written = 640u32;
         {
             let (s, _) = open(dir.path(), &StoreConfig::default());
-            let tree = s.open_tree("segments").unwrap();
+            let tree = s.tree("segments").unwrap();
             let mut i = 0;
             while i < written {
                 for _ in 0..=(i % 5) {
@@ -744,7 +944,7 @@ mod tests {
         }
         let (s, reset) = open(dir.path(), &StoreConfig::default());
         assert!(reset.is_none(), "the store was reset on reopen");
-        let tree = s.open_tree("segments").unwrap();
+        let tree = s.tree("segments").unwrap();
         for i in 0..written {
             assert_eq!(tree.get(i.to_be_bytes()).unwrap().as_deref(), Some(&value(i)[..]), "record {i}");
         }
@@ -840,13 +1040,13 @@ mod tests {
         future.extend_from_slice(&payload);
         // Far above the ids sled hands out here, like a record another version wrote.
         let far = u64::MAX / 2;
-        s.alerts.insert(far.to_be_bytes(), future).unwrap();
+        s.gen().unwrap().alerts.insert(far.to_be_bytes(), future).unwrap();
         for i in 0..12 {
             s.insert_alert(&alert(&format!("w{i}"), Severity::Warning, AlertState::Cleared), &[]).unwrap();
         }
         assert_eq!(s.alerts(false, 100).len(), 12);
         s.prune().unwrap();
-        assert!(s.alerts.get(far.to_be_bytes()).unwrap().is_some(), "newer record must survive pruning");
+        assert!(s.gen().unwrap().alerts.get(far.to_be_bytes()).unwrap().is_some(), "newer record must survive pruning");
         assert!(s.metrics.store_skipped.get(&["newer_version"]) >= 1.0);
     }
 }

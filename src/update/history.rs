@@ -81,31 +81,36 @@ impl EntryV1 {
 #[derive(Clone)]
 pub struct History {
     store: Store,
-    tree: sled::Tree,
 }
 
 impl History {
     /// Opens the `updates` tree.
     pub fn open(store: &Store) -> Result<History, StoreError> {
-        Ok(History { store: store.clone(), tree: store.open_tree(TREE)? })
+        store.tree(TREE)?;
+        Ok(History { store: store.clone() })
+    }
+
+    /// The history tree, for one call.
+    fn tree(&self) -> Result<sled::Tree, StoreError> {
+        self.store.tree(TREE)
     }
 
     /// Appends an entry durably, dropping the oldest beyond `KEPT`.
     pub fn record(&self, entry: &EntryV1) -> Result<(), StoreError> {
+        let tree = self.tree()?;
         self.store.write(|| {
-            let next = self.entries_keys().last().map_or(1, |k| k + 1);
-            self.tree.insert(next.to_be_bytes(), encode(&UpdateRecord::EntryV1(entry.clone())))?;
-            let keys = self.entries_keys();
+            let next = Self::entries_keys(&tree).last().map_or(1, |k| k + 1);
+            tree.insert(next.to_be_bytes(), encode(&UpdateRecord::EntryV1(entry.clone())))?;
+            let keys = Self::entries_keys(&tree);
             for k in keys.iter().take(keys.len().saturating_sub(KEPT)) {
-                self.tree.remove(k.to_be_bytes())?;
+                tree.remove(k.to_be_bytes())?;
             }
-            self.tree.flush().map(drop)
+            tree.flush().map(drop)
         })
     }
 
-    fn entries_keys(&self) -> Vec<u64> {
-        self.tree
-            .iter()
+    fn entries_keys(tree: &sled::Tree) -> Vec<u64> {
+        tree.iter()
             .keys()
             .filter_map(|k| k.ok())
             // The import marker's key is 8 bytes long too: it is not an entry.
@@ -117,8 +122,8 @@ impl History {
 
     /// Newest first.
     pub fn list(&self, limit: usize) -> Vec<EntryV1> {
-        self.tree
-            .iter()
+        let Ok(tree) = self.tree() else { return Vec::new() };
+        tree.iter()
             .rev()
             .filter_map(|kv| kv.ok())
             .filter(|(k, _)| k.len() == 8)
@@ -133,7 +138,8 @@ impl History {
 
     /// Records the slotctl outcomes not imported yet; returns them (for alerts), oldest first.
     pub fn import(&self, state: &State) -> Result<Vec<Outcome>, StoreError> {
-        let done = match self.tree.get(IMPORTED).ok().flatten().map(|v| decode::<UpdateRecord>(&v)) {
+        let tree = self.tree()?;
+        let done = match tree.get(IMPORTED).ok().flatten().map(|v| decode::<UpdateRecord>(&v)) {
             Some(Ok(UpdateRecord::ImportedV1(id))) => id,
             _ => 0,
         };
@@ -141,8 +147,8 @@ impl History {
         for o in &new {
             self.record(&EntryV1::from_outcome(o))?;
             self.store.write(|| {
-                self.tree.insert(IMPORTED, encode(&UpdateRecord::ImportedV1(o.id)))?;
-                self.tree.flush().map(drop)
+                tree.insert(IMPORTED, encode(&UpdateRecord::ImportedV1(o.id)))?;
+                tree.flush().map(drop)
             })?;
         }
         Ok(new)
