@@ -291,7 +291,7 @@ async fn agent(path: &Path, loaded: settings::Loaded, logs: Recent) -> anyhow::R
     let (trigger, shutdown) = shutdown::channel();
     let (stopper, mut stop_requests) = shutdown::stopper();
 
-    let (store, reset) = {
+    let (store, damage) = {
         let (dir, limits, m) = (cfg.data_dir.clone(), cfg.store.clone(), metrics.clone());
         tokio::task::spawn_blocking(move || Store::open(&dir, &limits, m)).await?
     }
@@ -302,9 +302,9 @@ async fn agent(path: &Path, loaded: settings::Loaded, logs: Recent) -> anyhow::R
     let (alerts_tx, alerts_rx) = mpsc::channel(alerts::QUEUE);
     let (engine, active_alerts) = Engine::new(&cfg.alerts, store.clone(), announce.clone(), metrics.clone(), health.clone());
     let engine = std::thread::Builder::new().name("alerts".into()).spawn(move || engine.run(alerts_rx))?;
-    if let Some(reset) = reset {
-        let message = format!("store was unreadable ({}); moved to {} and started fresh", reset.reason, reset.moved_to.display());
-        alerts_tx.send(AlertInput::Event { key: "store_reset", severity: Severity::Critical, message }).await?;
+    if let Some(damage) = damage {
+        let (key, message) = (damage.alert_key(), damage.message());
+        alerts_tx.send(AlertInput::Event { key, severity: Severity::Critical, message }).await?;
     }
     if let Some(warning) = loaded.warning {
         log::warn!("{warning}");

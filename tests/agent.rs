@@ -151,6 +151,56 @@ fn unreadable_store_is_moved_aside_and_raises_critical_store_reset() {
     agent.wait_log(|l| l.contains("ring 1 stored"), Duration::from_secs(5)).expect("ring on fresh store");
 }
 
+/// Five rings stored and a clean stop; then `damage` is done to the data directory while the
+/// agent is down. After the restart nothing may be missing without a critical alert that
+/// says so, and ring numbers continue after 5.
+fn damaged_between_runs(damage: impl Fn(&std::path::Path)) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = config(&data, "");
+    let mut agent = Agent::start(dir.path(), &cfg);
+    agent.ring_until(5);
+    assert_eq!(agent.signal(libc::SIGTERM).0.code(), Some(0));
+    damage(&data);
+    let agent = Agent::start(dir.path(), &cfg);
+    let stored: Vec<u64> = agent.json("/rings").as_array().unwrap().iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+    let alerts = agent.json("/alerts");
+    let reported = alerts.as_array().unwrap().iter().find(|a| a["key"] == "store_data_lost" || a["key"] == "store_reset").cloned();
+    if stored != vec![5, 4, 3, 2, 1] {
+        let alert = reported.clone().unwrap_or_else(|| panic!("rings {stored:?} after the damage, and no alert: {alerts}"));
+        assert_eq!(alert["severity"], "critical", "{alert}");
+    }
+    agent.post("/simulate/press");
+    agent.wait_log(|l| l.contains("ring 6 stored"), Duration::from_secs(5)).unwrap_or_else(|| panic!("ring 6; log:\n{}", agent.log()));
+    reported.unwrap_or_default()
+}
+
+#[test]
+fn a_deleted_database_is_reported_lost_with_the_rings_it_held() {
+    let alert = damaged_between_runs(|data| std::fs::remove_dir_all(data.join("db")).unwrap());
+    assert_eq!(alert["key"], "store_data_lost", "{alert}");
+    let message = alert["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("the store came back without rings 1..=5 that it had reported stored; a copy as found is in "),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_truncated_or_overwritten_database_never_loses_rings_silently() {
+    damaged_between_runs(|data| {
+        let db = data.join("db/db");
+        let len = std::fs::metadata(&db).unwrap().len();
+        std::fs::OpenOptions::new().write(true).open(&db).unwrap().set_len(len / 2).unwrap();
+    });
+    damaged_between_runs(|data| {
+        use std::os::unix::fs::FileExt;
+        let db = data.join("db/db");
+        let len = std::fs::metadata(&db).unwrap().len();
+        std::fs::OpenOptions::new().write(true).open(&db).unwrap().write_all_at(&vec![0x5A; 4096], len / 3).unwrap();
+    });
+}
+
 #[test]
 fn missing_gpio_leaves_agent_running_but_unhealthy() {
     let dir = tempfile::tempdir().unwrap();

@@ -8,6 +8,7 @@
 //! read-only card) is reopened once the disk takes writes again (`recover`); meanwhile rings
 //! are kept and announced from memory.
 
+mod hwm;
 mod outbox;
 mod records;
 
@@ -70,7 +71,7 @@ fn sled_message(e: &sled::Error) -> String {
             // original's debug rendering (`Os { code: 28, .. }`): the OS code is in there.
             let code = io.raw_os_error().or_else(|| {
                 let text = io.to_string();
-                text.split_once("Os { code: ")?.1.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+                text.strip_prefix("Os { code: ")?.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
             });
             match code {
                 Some(code) => format!("I/O error: {}", std::io::Error::from_raw_os_error(code)),
@@ -81,14 +82,55 @@ fn sled_message(e: &sled::Error) -> String {
     }
 }
 
-/// The database was unreadable and has been replaced.
+/// What the store found wrong at open, for the caller's critical alert.
 #[derive(Debug, Clone)]
-pub struct Reset {
-    /// Where the unreadable database was moved (kept for forensics, never deleted).
-    pub moved_to: PathBuf,
-    /// Why it could not be opened.
-    pub reason: String,
+pub enum Damage {
+    /// The database was unreadable: moved aside (kept for forensics, never deleted) and a
+    /// fresh one started.
+    Reset {
+        /// Where the unreadable database went.
+        moved_to: PathBuf,
+        /// Why it could not be opened.
+        reason: String,
+    },
+    /// The database came back with fewer rings than it had reported stored (a power cut on
+    /// a card that lied about its flushes, damaged or deleted files).
+    Lost {
+        /// The highest ring sequence number reported stored before.
+        stored: u64,
+        /// The highest one found now.
+        found: u64,
+        /// A copy of the database as found, for inspection (when there was room for one).
+        copy: Option<PathBuf>,
+    },
 }
+
+impl Damage {
+    /// The key of the critical alert that reports it.
+    pub fn alert_key(&self) -> &'static str {
+        match self {
+            Damage::Reset { .. } => "store_reset",
+            Damage::Lost { .. } => "store_data_lost",
+        }
+    }
+
+    /// The alert's message.
+    pub fn message(&self) -> String {
+        match self {
+            Damage::Reset { moved_to, reason } => {
+                format!("store was unreadable ({reason}); moved to {} and started fresh", moved_to.display())
+            }
+            Damage::Lost { stored, found, copy } => {
+                let range = if found + 1 == *stored { format!("ring {stored}") } else { format!("rings {}..={stored}", found + 1) };
+                let copy = copy.as_ref().map_or("no copy kept (no room)".to_string(), |c| format!("a copy as found is in {}", c.display()));
+                format!("the store came back without {range} that it had reported stored; {copy}; numbering continues after them")
+            }
+        }
+    }
+}
+
+/// Copies of damaged databases kept for inspection; older ones are deleted.
+const DAMAGED_COPIES: usize = 2;
 
 /// What a pruning pass removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -137,6 +179,16 @@ impl Gen {
         })
     }
 
+    /// The highest ring sequence number this database holds (meta record or newest ring).
+    fn last_ring_seq(&self) -> u64 {
+        let from_meta = self.meta.get(RING_SEQ).ok().flatten().and_then(|v| match Record::decode(&v) {
+            Ok(Record::CounterV1(n)) => Some(n),
+            _ => None,
+        });
+        let from_tree = self.rings.last().ok().flatten().map(|(k, _)| key_u64(&k));
+        from_meta.unwrap_or(0).max(from_tree.unwrap_or(0))
+    }
+
     /// The outbox's index and the record counts, read from the trees (at open).
     fn survey(&self, limits: &StoreConfig) -> (outbox::Index, usize, usize) {
         let mut index = outbox::Index::new(limits.max_outbox_messages, (limits.max_outbox_mib * 1024 * 1024) as usize);
@@ -173,18 +225,20 @@ pub struct Store {
     unstored: Arc<Mutex<Unstored>>,
     // Rings the store could not write, written once it can (`recover`), oldest first.
     kept: Arc<Mutex<std::collections::VecDeque<KeptRing>>>,
+    // The highest ring numbers stored and handed out, outside the database.
+    hwm: Arc<Mutex<hwm::HighWater>>,
     // Held for the life of the store: one agent per data directory.
     _lock: Arc<File>,
 }
 
 impl Store {
     /// Opens (or creates) the store under `data_dir`, replacing an unreadable database.
-    pub fn open(data_dir: &Path, limits: &StoreConfig, metrics: Arc<Metrics>) -> Result<(Store, Option<Reset>), StoreError> {
+    pub fn open(data_dir: &Path, limits: &StoreConfig, metrics: Arc<Metrics>) -> Result<(Store, Option<Damage>), StoreError> {
         let dir_err = |source| StoreError::DataDir { path: data_dir.to_path_buf(), source };
         std::fs::create_dir_all(data_dir).map_err(dir_err)?;
         let lock = lock_dir(data_dir)?;
         let db_path = data_dir.join("db");
-        let (gen, reset) = match Gen::open(&db_path, limits) {
+        let (gen, mut damage) = match Gen::open(&db_path, limits) {
             Ok(gen) => (gen, None),
             Err(e) if !is_unreadable(&e) => return Err(e.into()),
             Err(e) => {
@@ -196,9 +250,23 @@ impl Store {
                 );
                 std::fs::rename(&db_path, &moved_to).map_err(dir_err)?;
                 let gen = Gen::open(&db_path, limits)?;
-                (gen, Some(Reset { moved_to, reason: sled_message(&e) }))
+                (gen, Some(Damage::Reset { moved_to, reason: sled_message(&e) }))
             }
         };
+        let hwm_path = data_dir.join("store.hwm");
+        let (mut hwm, marks) = hwm::HighWater::open(&hwm_path).map_err(|source| StoreError::DataDir { path: hwm_path, source })?;
+        let found = gen.last_ring_seq();
+        if let Some(marks) = marks.filter(|m| m.stored > found) {
+            if damage.is_none() {
+                let copy = copy_damaged(data_dir, &db_path);
+                log::error!("store: rings up to {} were reported stored, the database holds up to {found}", marks.stored);
+                damage = Some(Damage::Lost { stored: marks.stored, found, copy });
+            }
+            hwm.accept_loss(found).map_err(|source| StoreError::DataDir { path: data_dir.join("store.hwm"), source })?;
+        }
+        // A store from before the mark (or with the mark lost) starts it from what it holds.
+        hwm.raise(hwm::Marks { stored: found, issued: found }, true)
+            .map_err(|source| StoreError::DataDir { path: data_dir.join("store.hwm"), source })?;
         let (index, rings, alerts) = gen.survey(limits);
         let (outbox_messages, outbox_bytes) = index.depth();
         let counts = Arc::new(Counts {
@@ -218,10 +286,11 @@ impl Store {
             data_dir: Arc::from(data_dir),
             unstored: Arc::new(Mutex::new(Unstored::default())),
             kept: Arc::new(Mutex::new(std::collections::VecDeque::new())),
+            hwm: Arc::new(Mutex::new(hwm)),
             _lock: Arc::new(lock),
         };
         store.update_gauges();
-        Ok((store, reset))
+        Ok((store, damage))
     }
 
     /// The current opening of the database.
@@ -369,15 +438,23 @@ impl Store {
         }
     }
 
-    /// The sequence number of the newest stored ring (0 when none).
+    /// The highest ring sequence number in use: stored, or handed out to a ring announced
+    /// from memory (0 when none). The next ring takes the one after it.
     pub fn last_ring_seq(&self) -> u64 {
-        let Ok(g) = self.gen() else { return 0 };
-        let from_meta = g.meta.get(RING_SEQ).ok().flatten().and_then(|v| match self.decode(&v) {
-            Some(Record::CounterV1(n)) => Some(n),
-            _ => None,
-        });
-        let from_tree = g.rings.last().ok().flatten().map(|(k, _)| key_u64(&k));
-        from_meta.unwrap_or(0).max(from_tree.unwrap_or(0))
+        let stored = self.gen().map_or(0, |g| g.last_ring_seq());
+        stored.max(self.lock_hwm().marks().issued)
+    }
+
+    fn lock_hwm(&self) -> std::sync::MutexGuard<'_, hwm::HighWater> {
+        self.hwm.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Raises the high-water mark; a failure to write it only loses the check, not data.
+    fn raise_mark(&self, marks: hwm::Marks, sync: bool) {
+        if let Err(e) = self.lock_hwm().raise(marks, sync) {
+            self.metrics.errors.inc(&["store", "high_water_mark"]);
+            log::warn!("store: cannot write the high-water mark: {e}");
+        }
     }
 
     /// Stores a ring event durably, with the messages announcing it queued in the same write.
@@ -389,6 +466,8 @@ impl Store {
             Ok(t.rings.insert(&ring.seq.to_be_bytes(), record.clone())?.is_none())
         })?;
         self.counts.rings.fetch_add(usize::from(added), Ordering::Relaxed);
+        // After the flush: the mark never runs ahead of what the database holds.
+        self.raise_mark(hwm::Marks { stored: ring.seq, issued: ring.seq }, false);
         Ok(())
     }
 
@@ -533,6 +612,8 @@ impl Store {
     /// writes again, under the same id and sequence number (`recover`). At most
     /// `store.max_rings` are kept; a restart or a power cut loses them.
     pub fn keep_ring(&self, ring: RingV1, announce: Vec<OutboxV1>, unstored: Vec<OutboxV1>) {
+        // Its number is taken, whatever happens to the ring (the mark is written in place).
+        self.raise_mark(hwm::Marks { stored: 0, issued: ring.seq }, true);
         let memory = self.announce_unstored(unstored);
         let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
         if kept.len() >= self.limits.max_rings {
@@ -815,6 +896,53 @@ fn is_unreadable(e: &sled::Error) -> bool {
     }
 }
 
+/// Copies the database as found to `db.damaged-<ms>` for inspection, keeping the newest
+/// `DAMAGED_COPIES`; `None` when it could not be copied (no room, say).
+fn copy_damaged(data_dir: &Path, db: &Path) -> Option<PathBuf> {
+    let to = data_dir.join(format!("db.damaged-{}", crate::time::now_ms()));
+    let copied = (|| -> std::io::Result<()> {
+        std::fs::create_dir(&to)?;
+        for entry in walk(db)? {
+            let rel = entry.strip_prefix(db).unwrap_or(&entry);
+            if entry.is_dir() {
+                std::fs::create_dir_all(to.join(rel))?;
+            } else {
+                std::fs::copy(&entry, to.join(rel))?;
+            }
+        }
+        crate::durable::sync_dir(data_dir)
+    })();
+    if let Err(e) = copied {
+        log::warn!("store: no copy of the damaged database kept: {e}");
+        let _ = std::fs::remove_dir_all(&to);
+        return None;
+    }
+    let mut copies: Vec<PathBuf> = std::fs::read_dir(data_dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("db.damaged-")))
+        .collect();
+    copies.sort();
+    for old in copies.iter().take(copies.len().saturating_sub(DAMAGED_COPIES)) {
+        let _ = std::fs::remove_dir_all(old);
+    }
+    Some(to)
+}
+
+/// Every path under `dir` (directories before what they hold).
+fn walk(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        out.push(path.clone());
+        if path.is_dir() {
+            out.extend(walk(&path)?);
+        }
+    }
+    Ok(out)
+}
+
 /// Takes an exclusive lock on `data_dir/agent.lock` so two agents never share a store.
 fn lock_dir(data_dir: &Path) -> Result<File, StoreError> {
     let path = data_dir.join("agent.lock");
@@ -866,7 +994,7 @@ mod tests {
     use super::*;
     use crate::config::Severity;
 
-    fn open(dir: &Path, limits: &StoreConfig) -> (Store, Option<Reset>) {
+    fn open(dir: &Path, limits: &StoreConfig) -> (Store, Option<Damage>) {
         // A reopen right after a drop in the same process: sled's background I/O threads can
         // hold the database's file lock a moment longer (seen once on a loaded machine).
         let end = std::time::Instant::now() + Duration::from_secs(5);
@@ -1016,6 +1144,9 @@ mod tests {
         // What sled hands out after a failure: a clone carrying the original's debug text.
         let cloned = sled::Error::Io(std::io::Error::new(enospc.kind(), format!("{enospc:?}")));
         assert_eq!(sled_message(&cloned), "I/O error: No space left on device (os error 28)");
+        // sled's own messages that merely mention an OS error stay whole.
+        let lock = sled::Error::Io(std::io::Error::other(format!("could not acquire lock on \"db\": {enospc:?}")));
+        assert!(sled_message(&lock).starts_with("I/O error: could not acquire lock on"));
     }
 
     #[test]
@@ -1024,10 +1155,50 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("db")).unwrap();
         std::fs::write(dir.path().join("db/conf"), b"\xff\xfe garbage").unwrap();
         std::fs::write(dir.path().join("db/db"), vec![0xA5; 4096]).unwrap();
-        let (s, reset) = open(dir.path(), &StoreConfig::default());
-        let reset = reset.expect("garbage must trigger a reset");
-        assert!(reset.moved_to.exists());
+        let (s, damage) = open(dir.path(), &StoreConfig::default());
+        let Some(Damage::Reset { moved_to, .. }) = damage else { panic!("garbage must trigger a reset: {damage:?}") };
+        assert!(moved_to.exists());
         assert_eq!(s.counts(), (0, 0, 0));
+    }
+
+    fn ring(seq: u64) -> RingV1 {
+        RingV1 {
+            id: format!("r{seq}"),
+            seq,
+            ts_ms: 1,
+            trigger: "button".into(),
+            result: RingResult::NoFace,
+            name: None,
+            confidence: None,
+            reason: None,
+            stage_ms: StageMs::default(),
+        }
+    }
+
+    #[test]
+    fn a_database_back_with_fewer_rings_is_reported_copied_and_numbers_continue() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (s, _) = open(dir.path(), &StoreConfig::default());
+            for seq in 1..=8 {
+                s.put_ring(&ring(seq), &[]).unwrap();
+            }
+            // A ring announced from memory while the store could not write, then lost.
+            s.keep_ring(ring(9), Vec::new(), Vec::new());
+        }
+        std::fs::remove_dir_all(dir.path().join("db")).unwrap();
+        let (s, damage) = open(dir.path(), &StoreConfig::default());
+        let Some(Damage::Lost { stored: 8, found: 0, copy: Some(copy) }) = &damage else { panic!("{damage:?}") };
+        assert!(copy.exists());
+        assert_eq!(damage.as_ref().unwrap().alert_key(), "store_data_lost");
+        assert!(damage.unwrap().message().starts_with("the store came back without rings 1..=8 that it had reported stored"));
+        assert_eq!(s.last_ring_seq(), 9, "numbers handed out are never handed out again");
+        s.put_ring(&ring(10), &[]).unwrap();
+        drop(s);
+        // Reported once: the next start finds what the mark says.
+        let (s, damage) = open(dir.path(), &StoreConfig::default());
+        assert!(damage.is_none(), "{damage:?}");
+        assert_eq!(s.last_ring_seq(), 10);
     }
 
     #[test]

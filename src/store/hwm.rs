@@ -1,0 +1,150 @@
+//! The store's high-water mark: a small file beside the database that remembers the highest
+//! ring sequence number the store reported stored and the highest one ever handed out, so
+//! that a database which comes back from a power cut or a damaged card with less than it had
+//! acknowledged is noticed (never silently accepted), and a sequence number is never reused.
+//!
+//! Two 64-byte slots at fixed offsets, each with a generation and a CRC, written in turn in
+//! place: a torn write spoils at most the slot being written, and writing in place needs no
+//! new blocks, so it still works on a full disk. The stored mark follows the database's own
+//! flush and needs no sync of its own (a mark lost in a power cut only lags, which is safe);
+//! the issued mark, which no database write backs, is synced.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
+
+const MAGIC: &[u8; 4] = b"DBHW";
+const VERSION: u32 = 1;
+const SLOT: usize = 64;
+/// Where the two slots start: apart, so that they never share a disk sector.
+const OFFSETS: [u64; 2] = [0, 512];
+const FILE_LEN: u64 = 1024;
+
+/// What the mark says.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Marks {
+    /// The highest ring sequence number the store reported stored (flushed).
+    pub stored: u64,
+    /// The highest ring sequence number handed out (stored, or announced from memory).
+    pub issued: u64,
+}
+
+/// The open mark file.
+pub struct HighWater {
+    file: File,
+    generation: u64,
+    marks: Marks,
+}
+
+impl HighWater {
+    /// Opens (or creates) the mark file; returns what it held, `None` when it is new or
+    /// neither slot is readable (nothing to compare with).
+    pub fn open(path: &Path) -> io::Result<(HighWater, Option<Marks>)> {
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(path)?;
+        let mut best: Option<(u64, Marks)> = None;
+        for offset in OFFSETS {
+            let mut buf = [0u8; SLOT];
+            if file.read_exact_at(&mut buf, offset).is_ok() {
+                if let Some(slot) = decode(&buf) {
+                    if best.is_none_or(|(g, _)| slot.0 > g) {
+                        best = Some(slot);
+                    }
+                }
+            }
+        }
+        if file.metadata()?.len() < FILE_LEN {
+            // Allocated once, up front: later writes only overwrite these blocks.
+            file.set_len(FILE_LEN)?;
+            file.sync_all()?;
+            crate::durable::sync_parent(path)?;
+        }
+        let (generation, marks) = best.unwrap_or_default();
+        Ok((HighWater { file, generation, marks }, best.map(|(_, m)| m)))
+    }
+
+    /// The marks as last written.
+    pub fn marks(&self) -> Marks {
+        self.marks
+    }
+
+    /// Raises the marks to at least `to` (nothing is written when neither grows); `sync`:
+    /// durably before returning.
+    pub fn raise(&mut self, to: Marks, sync: bool) -> io::Result<()> {
+        let next = Marks { stored: self.marks.stored.max(to.stored), issued: self.marks.issued.max(to.issued).max(to.stored) };
+        if next == self.marks {
+            return Ok(());
+        }
+        self.write(next, sync)
+    }
+
+    /// Lowers the stored mark to what the store holds, once a loss has been reported (the
+    /// issued mark stays: those numbers were handed out).
+    pub fn accept_loss(&mut self, stored: u64) -> io::Result<()> {
+        self.write(Marks { stored, issued: self.marks.issued }, true)
+    }
+
+    fn write(&mut self, next: Marks, sync: bool) -> io::Result<()> {
+        let generation = self.generation + 1;
+        let offset = OFFSETS[(generation % 2) as usize];
+        self.file.write_all_at(&encode(generation, next), offset)?;
+        if sync {
+            self.file.sync_data()?;
+        }
+        self.generation = generation;
+        self.marks = next;
+        Ok(())
+    }
+}
+
+fn encode(generation: u64, m: Marks) -> [u8; SLOT] {
+    let mut buf = [0u8; SLOT];
+    buf[0..4].copy_from_slice(MAGIC);
+    buf[4..8].copy_from_slice(&VERSION.to_le_bytes());
+    buf[8..16].copy_from_slice(&generation.to_le_bytes());
+    buf[16..24].copy_from_slice(&m.stored.to_le_bytes());
+    buf[24..32].copy_from_slice(&m.issued.to_le_bytes());
+    let crc = crc32fast::hash(&buf[0..32]);
+    buf[32..36].copy_from_slice(&crc.to_le_bytes());
+    buf
+}
+
+fn decode(buf: &[u8; SLOT]) -> Option<(u64, Marks)> {
+    let u64_at = |i: usize| u64::from_le_bytes(buf[i..i + 8].try_into().unwrap_or_default());
+    let crc = u32::from_le_bytes(buf[32..36].try_into().ok()?);
+    let valid = &buf[0..4] == MAGIC && buf[4..8] == VERSION.to_le_bytes() && crc32fast::hash(&buf[0..32]) == crc;
+    valid.then(|| (u64_at(8), Marks { stored: u64_at(16), issued: u64_at(24) }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marks_survive_reopen_and_a_torn_slot_falls_back_to_the_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.hwm");
+        let (mut hw, before) = HighWater::open(&path).unwrap();
+        assert_eq!(before, None);
+        hw.raise(Marks { stored: 3, issued: 3 }, false).unwrap();
+        hw.raise(Marks { stored: 0, issued: 5 }, true).unwrap();
+        hw.raise(Marks { stored: 4, issued: 0 }, false).unwrap();
+        drop(hw);
+        let (hw, marks) = HighWater::open(&path).unwrap();
+        assert_eq!(marks, Some(Marks { stored: 4, issued: 5 }));
+        assert_eq!(hw.marks(), Marks { stored: 4, issued: 5 });
+        drop(hw);
+
+        // The newest slot torn by a power cut: the one before it stands.
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        let newest = OFFSETS[(3 % 2) as usize];
+        file.write_all_at(&[0xAB; 20], newest + 10).unwrap();
+        drop(file);
+        let (_, marks) = HighWater::open(&path).unwrap();
+        assert_eq!(marks, Some(Marks { stored: 3, issued: 5 }));
+
+        // Both unreadable: nothing to compare with.
+        std::fs::write(&path, [0u8; 1024]).unwrap();
+        assert_eq!(HighWater::open(&path).unwrap().1, None);
+    }
+}
