@@ -37,9 +37,7 @@ impl Announcer {
     /// `P/events/ring` for a ring the store could not write: the same event, marked
     /// `"stored": false`, published from memory.
     pub fn ring_unstored(&self, ring: &RingV1) -> Vec<OutboxV1> {
-        let mut json = crate::pipeline::to_json(ring);
-        json["stored"] = false.into();
-        self.ring_event(ring, json)
+        self.ring_event(ring, unstored(crate::pipeline::to_json(ring)))
     }
 
     fn ring_event(&self, ring: &RingV1, json: serde_json::Value) -> Vec<OutboxV1> {
@@ -60,9 +58,7 @@ impl Announcer {
     /// `P/alerts` and `P/alarms/{key}` for a transition the store could not write, marked
     /// `"stored": false`, published from memory.
     pub fn alert_unstored(&self, alert: &AlertV1) -> Vec<OutboxV1> {
-        let mut json = crate::alerts::to_json(alert);
-        json["stored"] = false.into();
-        self.alert_event(alert, json)
+        self.alert_event(alert, unstored(crate::alerts::to_json(alert)))
     }
 
     fn alert_event(&self, alert: &AlertV1, json: serde_json::Value) -> Vec<OutboxV1> {
@@ -78,6 +74,12 @@ impl Announcer {
     pub fn response(&self, payload: &serde_json::Value) -> OutboxV1 {
         Self::message(self.topics.responses(), payload.to_string().into_bytes(), false, Severity::Major)
     }
+}
+
+/// An event as announced from memory: the store could not write its record.
+fn unstored(mut json: serde_json::Value) -> serde_json::Value {
+    json["stored"] = false.into();
+    json
 }
 
 #[cfg(test)]
