@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-from common import StepFailed, check, log
+from common import StepFailed, check, log, wait_for
 
 # What a flashed device has (scripts/install.sh, README "Deploying to devices").
 INSTALL_ROOT = "/opt/doorbell-agent"
@@ -685,12 +685,29 @@ def _views(r) -> str:
     return f"$ systemctl status doorbell-agent\n{unit.rstrip()}\n$ doorbell-agent update status\n{status.rstrip()}"
 
 
-def run_step(r, wait_s: float = 900) -> None:
+def _update_and_settle(r, art: Artifact, want: str, result_problems, figure: str, what: str,
+                       settled_kind: str = "successful", wait_s: float = 900) -> dict:
+    """Sends `art` as the operator would, checks the answers end in `want` and pass
+    `result_problems(sent)`, records the time as `figure`, then waits until the device's views
+    agree on the settled outcome; returns that state."""
+    t0 = time.monotonic()
+    sent = send_update(r.fleet, r.device, _url(r, art), wait_s)
+    took = time.monotonic() - t0
+    log(sent.describe())
+    problems = lifecycle_problems(sent, want) or result_problems(sent)
+    check(not problems, f"update to {art.version}: " + "; ".join(problems) + "\n" + journal(r.sh))
+    r.figures[figure] = round(took, 1)
+    st, problems = wait_agree(r.sh, 60, r.arts.builds, _settled_on(art.version, settled_kind, sent.id))
+    log(f"after {what} ({took:.0f} s from the command): {summary(st)}\n{_views(r)}")
+    check(not problems, f"after {what}, the device's views disagree:\n  " + "\n  ".join(problems))
+    return st
+
+
+def run_step(r) -> None:
     """Step 5: the good artifact over MQTT is staged, tried and committed; the bad one fails its
     trial, is rolled back and answered `failed` with the reason; `systemctl status` and
     `update status` agree after each."""
     arts: Artifacts = r.arts
-    device = r.device
     st, problems = wait_agree(r.sh, 60, arts.builds)
     log(f"before: {summary(st)}")
     check(not problems, "before the update, the device's views disagree:\n  " + "\n  ".join(problems))
@@ -698,51 +715,36 @@ def run_step(r, wait_s: float = 900) -> None:
     new_slot = "b" if base_slot == "a" else "a"
 
     # 1. The good one: committed.
-    t0 = time.monotonic()
-    sent = send_update(r.fleet, device, _url(r, arts.good), wait_s)
-    took = time.monotonic() - t0
-    log(sent.describe())
-    problems = lifecycle_problems(sent, "successful")
-    res = (sent.final.result or {}) if sent.final else {}
-    if not problems:
+    def good_result(sent: Sent) -> list[str]:
+        res = (sent.final.result or {}) if sent.final else {}
+        problems = []
         if (res.get("outcome"), res.get("version"), res.get("slot")) != ("successful", arts.good.version, new_slot):
             problems.append(f"result {res}, expected successful {arts.good.version} in slot {new_slot}")
         if "passed its checks" not in (res.get("reason") or ""):
             problems.append(f"commit reason {res.get('reason')!r}")
-    check(not problems, f"update to {arts.good.version}: " + "; ".join(problems) + "\n" + journal(r.sh))
-    r.figures["update_commit_s"] = round(took, 1)
-    st, problems = wait_agree(r.sh, 60, arts.builds, _settled_on(arts.good.version, "successful", sent.id))
-    log(f"after the commit ({took:.0f} s from the command): {summary(st)}\n{_views(r)}")
-    check(not problems, "after the commit, the device's views disagree:\n  " + "\n  ".join(problems))
+        return problems
+
+    _update_and_settle(r, arts.good, "successful", good_result, "update_commit_s", "the commit")
 
     # 2. The bad one: fails on every start of its trial, rolled back, answered failed.
-    since = time.monotonic()
-    sent = send_update(r.fleet, device, _url(r, arts.bad), wait_s)
-    took = time.monotonic() - since
-    log(sent.describe())
-    problems = lifecycle_problems(sent, "failed")
-    reason = sent.reason or ""
     want = f"rolled_back: {arts.bad.version} (from {arts.good.version})"
-    if not problems and not (reason.startswith(want) and "failed on all" in reason and BAD_FAILURE in reason):
-        problems.append(f"reason {reason!r}, expected {want!r}: failed on all ... starts ({BAD_FAILURE}, ...)")
-    check(not problems, f"update to the bad {arts.bad.version}: " + "; ".join(problems) + "\n" + journal(r.sh))
-    r.figures["update_rollback_s"] = round(took, 1)
-    st, problems = wait_agree(r.sh, 60, arts.builds, _settled_on(arts.bad.version, "rolled_back", sent.id))
-    log(f"after the rollback ({took:.0f} s from the command): {summary(st)}\n{_views(r)}")
-    check(not problems, "after the rollback, the device's views disagree:\n  " + "\n  ".join(problems))
+
+    def bad_reason(sent: Sent) -> list[str]:
+        reason = sent.reason or ""
+        if reason.startswith(want) and "failed on all" in reason and BAD_FAILURE in reason:
+            return []
+        return [f"reason {reason!r}, expected {want!r}: failed on all ... starts ({BAD_FAILURE}, ...)"]
+
+    since = time.monotonic()
+    st = _update_and_settle(r, arts.bad, "failed", bad_reason, "update_rollback_s", "the rollback", settled_kind="rolled_back")
     s = st["slots"]
     check((s["committed"], s["slots"][new_slot]["version"]) == (new_slot, arts.good.version),
            f"after the rollback: committed {s['committed']}, expected {arts.good.version} in slot {new_slot}")
     check(arts.bad.sha256 in s.get("bad", []), "the bad build's sha256 is not remembered as bad")
-    if getattr(r, "broker", None) is not None:
-        # The rolled-back version's outcome also reaches P/alerts (imported by the version back in).
-        def rolled_back_alert():
-            return r.broker.seen("alerts", since, lambda p: p.get("key") == "update_rolled_back"
-                                 and arts.bad.version in (p.get("message") or ""))
-        deadline = time.monotonic() + 60
-        while not rolled_back_alert() and time.monotonic() < deadline:
-            time.sleep(1)
-        check(bool(rolled_back_alert()), "no update_rolled_back alert for the bad version on the broker")
+    # The rolled-back version's outcome also reaches P/alerts (imported by the version back in).
+    wait_for("an update_rolled_back alert for the bad version on the broker",
+             lambda: r.broker.seen("alerts", since, lambda p: p.get("key") == "update_rolled_back"
+                                   and arts.bad.version in (p.get("message") or "")), 60, 1)
 
 
 def power_cut_step(r, wait_s: float = 900, after_staged_s: float = 2.5) -> None:
