@@ -60,16 +60,22 @@ pub fn download(url: &str, dest: &Path, max: u64, timeout: Duration, progress: &
     stream.write_all(head.as_bytes()).map_err(io("requesting"))?;
 
     let mut reader = BufReader::new(stream);
+    // The status line and headers together are read through one limit, so that a line that
+    // never ends costs at most MAX_HEAD bytes, not the agent's memory.
+    let mut head = (&mut reader).take(MAX_HEAD as u64);
+    let too_long = || Refusal::Io(format!("{url}: response headers cut short or over {MAX_HEAD} bytes"));
     let mut status = String::new();
-    let mut head_len = reader.read_line(&mut status).map_err(io("reading the answer of"))?;
+    head.read_line(&mut status).map_err(io("reading the answer of"))?;
+    if !status.ends_with('\n') {
+        return Err(too_long());
+    }
     let code = status.split_whitespace().nth(1).and_then(|c| c.parse::<u16>().ok());
     let mut length = None;
     loop {
         let mut line = String::new();
-        let n = reader.read_line(&mut line).map_err(io("reading the headers of"))?;
-        head_len += n;
-        if n == 0 || head_len > MAX_HEAD {
-            return Err(Refusal::Io(format!("{url}: response headers cut short or over {MAX_HEAD} bytes")));
+        head.read_line(&mut line).map_err(io("reading the headers of"))?;
+        if !line.ends_with('\n') {
+            return Err(too_long());
         }
         let line = line.trim_end();
         if line.is_empty() {
@@ -131,6 +137,36 @@ pub fn download(url: &str, dest: &Path, max: u64, timeout: Duration, progress: &
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_header_that_never_ends_costs_at_most_max_head() {
+        use std::net::TcpListener;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // The server sends one header line without end, as fast as it can, until the client
+        // hangs up; it reports how much it got rid of.
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut request = [0u8; 1024];
+            let _ = conn.read(&mut request);
+            let mut sent = conn.write(b"HTTP/1.1 200 OK\r\nX-Endless: ").unwrap_or(0);
+            let chunk = vec![b'a'; 64 * 1024];
+            while sent < 256 * 1024 * 1024 {
+                match conn.write(&chunk) {
+                    Ok(n) => sent += n,
+                    Err(_) => break,
+                }
+            }
+            sent
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("http://127.0.0.1:{port}/a.dbu");
+        let err = download(&url, &dir.path().join("a"), 1 << 30, Duration::from_secs(30), &mut |_, _| {}).unwrap_err();
+        assert!(err.to_string().contains(&format!("response headers cut short or over {MAX_HEAD} bytes")), "{err}");
+        let sent = server.join().unwrap();
+        // What the client read (MAX_HEAD) plus what the sockets' buffers held when it hung up.
+        assert!(sent < 32 * 1024 * 1024, "the client kept reading: {sent} bytes of one header line");
+    }
 
     #[test]
     fn urls() {
