@@ -488,11 +488,34 @@ pub fn compare_versions(a: &str, b: &str) -> Ordering {
             (None, None) => Ordering::Equal,
             (None, Some(_)) => Ordering::Greater,
             (Some(_), None) => Ordering::Less,
-            (Some(p), Some(q)) => p.cmp(q),
+            (Some(p), Some(q)) => compare_pre(p, q),
         }),
         (Some(_), None) => Ordering::Greater,
         (None, Some(_)) => Ordering::Less,
         (None, None) => Ordering::Equal,
+    }
+}
+
+/// Orders two pre-release tags by semver precedence: dot-separated identifiers in turn,
+/// numeric ones by value and below alphanumeric ones, alphanumeric ones in ASCII order, and
+/// a tag that is a prefix of the other first (`rc.2` < `rc.10`, `alpha` < `alpha.1`).
+fn compare_pre(a: &str, b: &str) -> Ordering {
+    let (mut x, mut y) = (a.split('.'), b.split('.'));
+    loop {
+        let order = match (x.next(), y.next()) {
+            (None, None) => return Ordering::Equal,
+            (None, Some(_)) => return Ordering::Less,
+            (Some(_), None) => return Ordering::Greater,
+            (Some(p), Some(q)) => match (p.parse::<u64>(), q.parse::<u64>()) {
+                (Ok(m), Ok(n)) => m.cmp(&n),
+                (Ok(_), Err(_)) => Ordering::Less,
+                (Err(_), Ok(_)) => Ordering::Greater,
+                (Err(_), Err(_)) => p.cmp(q),
+            },
+        };
+        if order != Ordering::Equal {
+            return order;
+        }
     }
 }
 
@@ -544,6 +567,14 @@ mod tests {
         assert_eq!(compare_versions("0.10.0", "0.9.9"), Ordering::Greater);
         assert_eq!(compare_versions("1.0.0-rc.1", "1.0.0"), Ordering::Less);
         assert_eq!(compare_versions("1.0.0+build5", "1.0.0"), Ordering::Equal);
+        // Pre-releases by semver precedence, not lexically.
+        assert_eq!(compare_versions("1.0.0-rc.10", "1.0.0-rc.2"), Ordering::Greater);
+        let ordered =
+            ["1.0.0-alpha", "1.0.0-alpha.1", "1.0.0-alpha.beta", "1.0.0-beta", "1.0.0-beta.2", "1.0.0-beta.11", "1.0.0-rc.1", "1.0.0"];
+        for pair in ordered.windows(2) {
+            assert_eq!(compare_versions(pair[0], pair[1]), Ordering::Less, "{} < {}", pair[0], pair[1]);
+            assert_eq!(compare_versions(pair[1], pair[0]), Ordering::Greater, "{} > {}", pair[1], pair[0]);
+        }
         assert!(parse_version("1.0").is_none() && parse_version("1.0.0.0").is_none() && parse_version("1.0.0-").is_none());
     }
 
