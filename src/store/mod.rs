@@ -219,6 +219,8 @@ pub struct Store {
     counts: Arc<Counts>,
     // The last write failure, until a write succeeds again (feeds the `store` check).
     write_error: Arc<Mutex<Option<String>>>,
+    // Woken by a failed write or a kept ring: `maintain` starts recovering at once.
+    trouble: Arc<Notify>,
     // Where the store lives: the `store` check names its file system's free space.
     data_dir: Arc<Path>,
     // Messages of records the store could not write, announced from memory.
@@ -283,6 +285,7 @@ impl Store {
             outbox_changed: Arc::new(Notify::new()),
             counts,
             write_error: Arc::new(Mutex::new(None)),
+            trouble: Arc::new(Notify::new()),
             data_dir: Arc::from(data_dir),
             unstored: Arc::new(Mutex::new(Unstored::default())),
             kept: Arc::new(Mutex::new(std::collections::VecDeque::new())),
@@ -317,6 +320,9 @@ impl Store {
         let result = f();
         let mut last = self.write_error.lock().unwrap_or_else(|p| p.into_inner());
         *last = result.as_ref().err().map(sled_message);
+        if last.is_some() {
+            self.trouble.notify_one();
+        }
         Ok(result?)
     }
 
@@ -623,6 +629,7 @@ impl Store {
             }
         }
         kept.push_back(KeptRing { ring, announce, memory });
+        self.trouble.notify_one();
     }
 
     /// Rings kept in memory, waiting for the store.
@@ -829,23 +836,25 @@ const GAUGE_INTERVAL: Duration = Duration::from_secs(30);
 const RECOVER_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Periodic maintenance: refreshes gauges and the `store` check, prunes every `interval`,
-/// and every second while a write has failed tries to get the store writing again.
+/// and — woken by a failed write, then every second until it works — gets the store writing
+/// again. Idle, it wakes only every `GAUGE_INTERVAL` (an idle doorbell must cost nothing).
 pub async fn maintain(store: Store, interval: Duration, health: Board, mut shutdown: Shutdown) {
+    let trouble = store.trouble.clone();
     let mut last_prune = tokio::time::Instant::now();
-    // None: not yet (the first tick refreshes at once).
-    let mut last_gauges: Option<tokio::time::Instant> = None;
-    let mut ticks = tokio::time::interval(RECOVER_INTERVAL);
+    let mut first = true;
     loop {
-        tokio::select! {
-            _ = shutdown.recv() => return,
-            _ = ticks.tick() => {}
+        let failing = store.write_error().is_some() || store.kept_rings() > 0;
+        if !first {
+            let wait = if failing { RECOVER_INTERVAL } else { GAUGE_INTERVAL.min(interval) };
+            tokio::select! {
+                _ = shutdown.recv() => return,
+                _ = tokio::time::sleep(wait) => {}
+                _ = trouble.notified(), if !failing => {}
+            }
         }
+        first = false;
         let failing = store.write_error().is_some() || store.kept_rings() > 0;
         let prune = last_prune.elapsed() >= interval;
-        if !failing && !prune && last_gauges.is_some_and(|t| t.elapsed() < GAUGE_INTERVAL.min(interval)) {
-            continue;
-        }
-        last_gauges = Some(tokio::time::Instant::now());
         let s = store.clone();
         let outcome = tokio::task::spawn_blocking(move || {
             if failing && !s.recover() {
