@@ -430,6 +430,9 @@ fn config_set_is_applied_live_by_the_components_that_own_the_keys() {
     for _ in 0..3 {
         assert_eq!(agent.post("/simulate/press").0, 202);
     }
+    // The first ring waits for the worker's models (seconds on a loaded machine), the other
+    // two are dropped at once; a moment more shows no second ring.
+    agent.wait_log(|l| l.contains("ring 1 stored"), Duration::from_secs(15)).expect("the one ring the limit allows");
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(agent.json("/status")["rings"]["stored"], 1, "the new rate limit applies");
     assert_eq!(agent.metric("doorbell_presses_dropped_total{reason=\"rate_limit\"}"), 2.0);
