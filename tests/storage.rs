@@ -15,9 +15,8 @@ use common::{config, Agent, NO_CAMERA};
 /// Runs its arguments in a new mount namespace (a user namespace too when not root) over
 /// which a `size` tmpfs covers `dir`.
 fn small_fs(dir: &Path, size: &str) -> Vec<String> {
-    let user = if unsafe { libc::geteuid() } == 0 { "-m" } else { "-Urm" };
     let script = format!("mount -t tmpfs -o size={size} tmpfs '{}' && exec \"$@\"", dir.display());
-    ["unshare", user, "sh", "-c", &script, "sh"].map(String::from).to_vec()
+    ["unshare", unshare_flags(), "sh", "-c", &script, "sh"].map(String::from).to_vec()
 }
 
 /// Fills the file system under `dir` as the agent sees it (through /proc/PID/root); returns the

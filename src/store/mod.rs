@@ -256,7 +256,8 @@ impl Store {
             }
         };
         let hwm_path = data_dir.join("store.hwm");
-        let (mut hwm, marks) = hwm::HighWater::open(&hwm_path).map_err(|source| StoreError::DataDir { path: hwm_path, source })?;
+        let hwm_err = |source| StoreError::DataDir { path: hwm_path.clone(), source };
+        let (mut hwm, marks) = hwm::HighWater::open(&hwm_path).map_err(hwm_err)?;
         let found = gen.last_ring_seq();
         if let Some(marks) = marks.filter(|m| m.stored > found) {
             if damage.is_none() {
@@ -264,11 +265,10 @@ impl Store {
                 log::error!("store: rings up to {} were reported stored, the database holds up to {found}", marks.stored);
                 damage = Some(Damage::Lost { stored: marks.stored, found, copy });
             }
-            hwm.accept_loss(found).map_err(|source| StoreError::DataDir { path: data_dir.join("store.hwm"), source })?;
+            hwm.accept_loss(found).map_err(hwm_err)?;
         }
         // A store from before the mark (or with the mark lost) starts it from what it holds.
-        hwm.raise(hwm::Marks { stored: found, issued: found }, true)
-            .map_err(|source| StoreError::DataDir { path: data_dir.join("store.hwm"), source })?;
+        hwm.raise(hwm::Marks { stored: found, issued: found }, true).map_err(hwm_err)?;
         let (index, rings, alerts) = gen.survey(limits);
         let (outbox_messages, outbox_bytes) = index.depth();
         let counts = Arc::new(Counts {
@@ -339,11 +339,17 @@ impl Store {
         if self.write_error().is_none() {
             return self.write_kept().is_ok();
         }
-        let probe = |g: &Gen| {
-            g.meta.insert(PROBE, &b"1"[..])?;
-            g.db.flush().map(drop)
+        // A tiny flushed write: whether sled takes writes again.
+        let writes = || {
+            self.gen().is_ok_and(|g| {
+                self.write(|| {
+                    g.meta.insert(PROBE, &b"1"[..])?;
+                    g.db.flush().map(drop)
+                })
+                .is_ok()
+            })
         };
-        if self.gen().is_ok_and(|g| self.write(|| probe(&g)).is_ok()) {
+        if writes() {
             return self.write_kept().is_ok();
         }
         // Reopening while the disk still refuses would trade a working read side for nothing.
@@ -358,7 +364,7 @@ impl Store {
             log::warn!("store: reopening the database failed: {e}; trying again");
             return false;
         }
-        if !self.gen().is_ok_and(|g| self.write(|| probe(&g)).is_ok()) {
+        if !writes() {
             return false;
         }
         log::info!("store: writable again (database reopened in {:.0} ms)", t.elapsed().as_secs_f64() * 1000.0);
@@ -392,9 +398,7 @@ impl Store {
         let gen = loop {
             match Gen::open(&self.data_dir.join("db"), &self.limits) {
                 Ok(gen) => break gen,
-                Err(e) if Instant::now() < deadline && sled_message(&e).contains("could not acquire lock") => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
+                Err(e) if Instant::now() < deadline && lock_busy(&e) => std::thread::sleep(Duration::from_millis(20)),
                 Err(e) => return Err(e.into()),
             }
         };
@@ -895,6 +899,12 @@ fn open_db(path: &Path, limits: &StoreConfig) -> sled::Result<sled::Db> {
         .open()
 }
 
+/// sled could not take its database's file lock: another handle (or sled's own I/O threads,
+/// a moment after the last handle went) still holds it.
+fn lock_busy(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.to_string().starts_with("could not acquire lock"))
+}
+
 /// Errors that mean the database content is unreadable (as opposed to the disk or the
 /// permissions being wrong, where moving the data aside would not help).
 fn is_unreadable(e: &sled::Error) -> bool {
@@ -1010,8 +1020,8 @@ mod tests {
         loop {
             match Store::open(dir, limits, Arc::new(Metrics::default())) {
                 Err(e)
-                    if (matches!(e, StoreError::Locked(_)) || e.to_string().contains("could not acquire lock"))
-                        && std::time::Instant::now() < end =>
+                    if std::time::Instant::now() < end
+                        && (matches!(e, StoreError::Locked(_)) || matches!(&e, StoreError::Sled(s) if lock_busy(s))) =>
                 {
                     std::thread::sleep(Duration::from_millis(20))
                 }
@@ -1156,6 +1166,7 @@ mod tests {
         // sled's own messages that merely mention an OS error stay whole.
         let lock = sled::Error::Io(std::io::Error::other(format!("could not acquire lock on \"db\": {enospc:?}")));
         assert!(sled_message(&lock).starts_with("I/O error: could not acquire lock on"));
+        assert!(lock_busy(&lock) && !lock_busy(&cloned));
     }
 
     #[test]
