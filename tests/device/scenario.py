@@ -300,6 +300,12 @@ class Run:
         time.sleep(hold)
         self.board.gpio(self.button, True)
 
+    def check_button_line(self) -> None:
+        """The kernel's view: the button's line of gpiochip0 is held by the agent, as an input."""
+        line = self.sh(f"gpioinfo gpiochip0 | grep -E '^\\s+line +{self.button}:'")[1].strip()
+        log(f"gpioinfo: {line}")
+        check('"doorbell-agent"' in line and "input" in line, f"line {self.button} is not held by the agent as an input: {line!r}")
+
     def ring_events(self, since: float = 0.0, pred=lambda p: True) -> list[dict]:
         return self.broker.seen("events/ring", since, pred, self.device)
 
@@ -338,10 +344,7 @@ def step_button(r: Run) -> None:
     r.figures["press_to_event_s"] = round(time.monotonic() - before, 1)
     log(f"GPIO {BUTTON} pressed from the host → ring {ring[0]['seq']} ({ring[0]['result']}) at the broker "
         f"{r.figures['press_to_event_s']} s later")
-    # The kernel's view: line 17 of the pinctrl-bcm2835 chip is held by the agent, as an input.
-    line = r.sh(f"gpioinfo gpiochip0 | grep -E '^\\s+line +{BUTTON}:'")[1].strip()
-    log(f"gpioinfo: {line}")
-    check('"doorbell-agent"' in line and "input" in line, f"line {BUTTON} is not held by the agent as an input: {line!r}")
+    r.check_button_line()
 
 
 def step_recognition(r: Run) -> None:
@@ -425,9 +428,7 @@ def step_edge_interrupts(r: Run) -> None:
     log(f"the button, as the agent logged it: {button}")
     check(f"gpiochip0 line {VIRT_BUTTON} (pull-up, active-low, interrupts)" in button,
           f"the agent does not wait for edges on gpiochip0 line {VIRT_BUTTON}: {button!r}")
-    line = v.sh(f"gpioinfo gpiochip0 | grep -E '^\\s+line +{VIRT_BUTTON}:'")[1].strip()
-    log(f"gpioinfo: {line}")
-    check('"doorbell-agent"' in line and "input" in line, f"line {VIRT_BUTTON} is not held by the agent as an input: {line!r}")
+    v.check_button_line()
     since = time.monotonic()
     presses = 3
     for _ in range(presses):
