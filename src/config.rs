@@ -257,6 +257,9 @@ pub struct StoreConfig {
     /// Time between pruning passes.
     #[serde(with = "duration")]
     pub maintenance_interval: Duration,
+    /// Free space (MiB) kept on the data directory's file system: below it, kept snapshots
+    /// and then the oldest rings are removed.
+    pub min_free_mib: u64,
 }
 
 impl Default for StoreConfig {
@@ -269,6 +272,7 @@ impl Default for StoreConfig {
             max_outbox_messages: 10_000,
             max_outbox_mib: 16,
             maintenance_interval: Duration::from_secs(600),
+            min_free_mib: 32,
         }
     }
 }
@@ -943,6 +947,9 @@ impl Config {
             return bad("store.max_outbox_mib", format!("{} is out of range 1..=1024", self.store.max_outbox_mib));
         }
         within("store.maintenance_interval", self.store.maintenance_interval, s(1), s(86_400))?;
+        if self.store.min_free_mib > 65_536 {
+            return bad("store.min_free_mib", format!("{} is out of range 0..=65536", self.store.min_free_mib));
+        }
         for (i, rule) in self.alerts.rule.iter().enumerate() {
             rule.validate().or_else(|(field, reason)| bad(&format!("alerts.rule[{i}].{field}"), reason))?;
         }

@@ -27,6 +27,7 @@ pub mod sampler;
 pub mod settings;
 pub mod shutdown;
 pub mod slot;
+pub mod snapshots;
 pub mod status;
 pub mod store;
 pub mod systemd;

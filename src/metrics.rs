@@ -273,7 +273,7 @@ families! {
     /// Records per tree.
     store_records: Gauge "doorbell_store_records" ["tree"] "Records per store tree.";
     /// Pruned records.
-    store_pruned: Counter "doorbell_store_pruned_total" ["tree"] "Records pruned to keep the store within its bounds.";
+    store_pruned: Counter "doorbell_store_pruned_total" ["tree"] "Records pruned to keep the store within its bounds and the disk's free space (tree: rings, alerts; snapshots: rings whose kept frames were removed).";
     /// Records skipped when reading.
     store_skipped: Counter "doorbell_store_skipped_records_total" ["reason"] "Stored records skipped on read (corrupt, newer_version).";
     /// Outbox messages dropped because the outbox was full.

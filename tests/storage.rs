@@ -19,10 +19,10 @@ fn small_fs(dir: &Path, size: &str) -> Vec<String> {
     ["unshare", unshare_flags(), "sh", "-c", &script, "sh"].map(String::from).to_vec()
 }
 
-/// Fills the file system under `dir` as the agent sees it (through /proc/PID/root); returns the
-/// filler file, whose removal frees the space again.
-fn fill(agent: &Agent, dir: &Path) -> PathBuf {
-    let path = PathBuf::from(format!("/proc/{}/root{}/fill", agent.pid(), dir.display()));
+/// Fills the file system under `dir` as the agent sees it (through /proc/PID/root) with the
+/// file `name`, whose removal frees the space again; returns its path.
+fn fill(agent: &Agent, dir: &Path, name: &str) -> PathBuf {
+    let path = PathBuf::from(format!("/proc/{}/root{}/{name}", agent.pid(), dir.display()));
     let mut f = std::fs::File::create(&path).unwrap();
     let block = vec![0u8; 64 * 1024];
     loop {
@@ -66,7 +66,8 @@ impl SmallDisk {
         let cfg = dir.path().join("config.toml");
         let broker = Rumqttd::start();
         let watcher = Watcher::start(broker.port, &["doorbell/test-door/events/ring", "doorbell/test-door/alerts"]);
-        std::fs::write(&cfg, config(&data, &format!("{NO_CAMERA}{}", mqtt_section(broker.port, "")))).unwrap();
+        let store = "[store]\nmin_free_mib = 4\nmaintenance_interval = \"2s\"\n";
+        std::fs::write(&cfg, config(&data, &format!("{NO_CAMERA}{store}{}", mqtt_section(broker.port, "")))).unwrap();
         let wrap = small_fs(&data, "16m");
         let agent = Agent::start_in(&cfg, &wrap.iter().map(String::as_str).collect::<Vec<_>>());
         for _ in 0..3 {
@@ -83,16 +84,17 @@ impl SmallDisk {
         self.watcher.on("doorbell/test-door/events/ring").iter().map(Msg::json).collect()
     }
 
-    /// Presses until a ring cannot be stored (sled may still have room in a segment it
-    /// holds); returns that log line and the number of presses so far.
+    /// Presses until a ring cannot be stored (sled may still have room for hundreds of rings
+    /// in the segments it holds); returns that log line and the number of presses so far.
     fn press_until_refused(&self, mut presses: u64) -> (String, u64) {
-        let end = Instant::now() + Duration::from_secs(20);
+        let end = Instant::now() + Duration::from_secs(30);
         loop {
             assert!(Instant::now() < end, "no ring was refused; log:\n{}", self.agent.log());
+            let from = self.agent.log_lines().len();
             self.agent.post("/simulate/press");
             presses += 1;
-            if let Some(line) = self.agent.wait_log(|l| l.contains("could not be stored"), Duration::from_millis(300)) {
-                return (line, presses);
+            if let Some(i) = self.agent.wait_log_after(from, |l| l.contains("could not be stored"), Duration::from_millis(20)) {
+                return (self.agent.log_lines()[i].clone(), presses);
             }
         }
     }
@@ -122,36 +124,92 @@ fn wait_all_announced(disk: &SmallDisk, presses: u64) {
     assert!(disk.watcher.wait(Duration::from_secs(10), all), "{presses} presses, events: {:?}", disk.events());
 }
 
-/// After a recovery: the store holds rings 1..=presses, the refused ones under the id they
-/// were announced with, and none of those was announced a second time.
+/// The oldest rings the space pass said it removed (below `store.min_free_mib`).
+fn shed_rings(disk: &SmallDisk) -> u64 {
+    let counts = disk
+        .agent
+        .log_lines()
+        .iter()
+        .filter_map(|l| l.split(" and the ").nth(1)?.strip_suffix(" oldest rings")?.parse::<u64>().ok())
+        .collect::<Vec<_>>();
+    counts.iter().sum()
+}
+
+/// After a recovery: the store holds rings 1..=presses but the oldest the space pass said it
+/// removed (within 5 s: a kept ring waits for the PUBACK of its `stored: false` event), the
+/// refused ones under the id they were announced with, none announced a second time.
 fn assert_all_stored_once(disk: &SmallDisk, presses: u64) {
-    let rings = disk.agent.json("/rings?limit=1000");
-    let stored: std::collections::BTreeMap<u64, String> =
-        rings.as_array().unwrap().iter().map(|r| (r["seq"].as_u64().unwrap(), r["id"].as_str().unwrap().to_string())).collect();
-    assert_eq!(stored.keys().copied().collect::<Vec<_>>(), (1..=presses).collect::<Vec<_>>(), "{rings}");
+    let end = Instant::now() + Duration::from_secs(5);
+    let stored = loop {
+        let rings = disk.agent.json("/rings?limit=1000");
+        let stored: std::collections::BTreeMap<u64, String> =
+            rings.as_array().unwrap().iter().map(|r| (r["seq"].as_u64().unwrap(), r["id"].as_str().unwrap().to_string())).collect();
+        let shed = shed_rings(disk);
+        if stored.keys().copied().eq(shed + 1..=presses) {
+            break stored;
+        }
+        assert!(Instant::now() < end, "stored {:?}, pressed {presses}, {shed} shed for space", stored.keys());
+        std::thread::sleep(Duration::from_millis(100));
+    };
     std::thread::sleep(Duration::from_millis(500));
     let events = disk.events();
     for e in events.iter().filter(|e| e["stored"] == false) {
         let seq = e["seq"].as_u64().unwrap();
-        assert_eq!(stored[&seq], e["id"].as_str().unwrap(), "ring {seq} stored under another id");
+        if let Some(id) = stored.get(&seq) {
+            assert_eq!(id, e["id"].as_str().unwrap(), "ring {seq} stored under another id");
+        }
         let n = events.iter().filter(|x| x["seq"] == seq).count();
-        assert_eq!(n, 1, "ring {seq} announced {n} times");
+        let log = disk.agent.log_lines().into_iter().filter(|l| l.contains(&format!("ring {seq} "))).collect::<Vec<_>>();
+        assert_eq!(n, 1, "ring {seq} announced {n} times; log:\n{}", log.join("\n"));
     }
 }
 
-/// The store's critical alert, seen by the subscriber in `state`.
-fn wait_store_alert(disk: &SmallDisk, state: &str) -> serde_json::Value {
-    let seen = |msgs: &[Msg]| msgs.iter().any(|m| m.json()["key"] == "store_unwritable" && m.json()["state"] == state);
+/// The store's critical alert, seen by the subscriber in `state` after its first `skip`
+/// alert messages.
+fn wait_store_alert(disk: &SmallDisk, state: &str, skip: usize) -> serde_json::Value {
+    let matches = |a: &serde_json::Value| a["key"] == "store_unwritable" && a["state"] == state;
+    let seen = |msgs: &[Msg]| msgs.iter().skip(skip).any(|m| matches(&m.json()));
     let alerts = || disk.watcher.on("doorbell/test-door/alerts").iter().map(Msg::json).collect::<Vec<_>>();
     assert!(disk.watcher.wait(Duration::from_secs(5), seen), "no store_unwritable {state}: {:?}", alerts());
-    alerts().into_iter().find(|a| a["key"] == "store_unwritable" && a["state"] == state).unwrap()
+    alerts().into_iter().skip(skip).find(matches).unwrap()
 }
 
 #[test]
 fn a_full_disk_announces_every_ring_fails_health_and_recovers_by_itself_once_freed() {
     let Some(mut disk) = SmallDisk::start() else { return };
-    let filler = fill(&disk.agent, &disk.data);
-    let (failed, mut presses) = disk.press_until_refused(3);
+    let reserve = PathBuf::from(format!("/proc/{}/root{}/store.reserve", disk.agent.pid(), disk.data.display()));
+    assert_eq!(std::fs::metadata(&reserve).map(|m| m.len()).ok(), Some(2 * 1024 * 1024), "the reserve is set aside");
+
+    // The disk fills: at the first write it refuses (a ring, or the sampler's disk_full
+    // alert) the reserve is given back, and the store writes again without help.
+    let first = fill(&disk.agent, &disk.data, "fill-1");
+    let mut presses = 3;
+    let end = Instant::now() + Duration::from_secs(20);
+    while !disk.agent.log().contains("is full; released the 2 MiB reserve") {
+        assert!(Instant::now() < end, "the reserve was not released; log:\n{}", disk.agent.log());
+        disk.agent.post("/simulate/press");
+        presses += 1;
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    disk.wait_recovered();
+    assert!(!reserve.exists());
+    for _ in 0..3 {
+        presses += 1;
+        let from = disk.agent.log_lines().len();
+        disk.agent.post("/simulate/press");
+        disk.agent
+            .wait_log_after(from, |l| l.contains(&format!("ring {presses} stored")), Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("ring {presses} not stored in the reserve's room; log:\n{}", disk.agent.log()));
+    }
+    let detail = disk.agent.json("/health")["checks"]["store"]["detail"].as_str().unwrap().to_string();
+    assert!(detail.starts_with("writable; ") && detail.ends_with("below store.min_free_mib = 4, reserve in use"), "{detail}");
+    assert_all_stored_once(&disk, presses);
+
+    // It fills again, with no reserve left: every ring is still announced, health fails.
+    let alerts_before = disk.watcher.on("doorbell/test-door/alerts").len();
+    let second = fill(&disk.agent, &disk.data, "fill-2");
+    let (failed, more) = disk.press_until_refused(presses);
+    presses = more;
     assert!(failed.contains("I/O error: No space left on device (os error 28); announced from memory"), "{failed}");
     for _ in 0..3 {
         disk.agent.post("/simulate/press");
@@ -161,7 +219,7 @@ fn a_full_disk_announces_every_ring_fails_health_and_recovers_by_itself_once_fre
     wait_all_announced(&disk, presses);
     let refused = unstored(&disk.events());
     assert!(refused.len() >= 4 && refused.contains(&presses), "events marked stored: false: {refused:?}");
-    let raised = wait_store_alert(&disk, "raised");
+    let raised = wait_store_alert(&disk, "raised", alerts_before);
     assert_eq!((&raised["severity"], &raised["stored"]), (&"critical".into(), &false.into()), "{raised}");
     assert!(raised["message"].as_str().unwrap().contains("No space left on device (os error 28)"), "{raised}");
     let (code, body) = disk.agent.get("/health");
@@ -178,7 +236,8 @@ fn a_full_disk_announces_every_ring_fails_health_and_recovers_by_itself_once_fre
     assert_eq!(disk.agent.get("/ready").0, 503);
 
     // Space comes back: the agent gets out of sled's error state by itself.
-    std::fs::remove_file(filler).unwrap();
+    std::fs::remove_file(first).unwrap();
+    std::fs::remove_file(second).unwrap();
     let took = disk.wait_recovered();
     eprintln!("recovered {:.1} s after the disk was freed", took.as_secs_f64());
     assert!(disk.agent.log().contains("store: writable again (database reopened"), "{}", disk.agent.log());
@@ -189,14 +248,21 @@ fn a_full_disk_announces_every_ring_fails_health_and_recovers_by_itself_once_fre
         .wait_log_after(from, |l| l.contains(&format!("ring {presses} stored")), Duration::from_secs(5))
         .unwrap_or_else(|| panic!("no ring stored after the recovery; log:\n{}", disk.agent.log()));
     assert_all_stored_once(&disk, presses);
-    wait_store_alert(&disk, "cleared");
+    wait_store_alert(&disk, "cleared", alerts_before);
+    // With room again, the next pass (every 2 s here) sets the reserve aside.
+    disk.agent
+        .wait_log(|l| l.contains("2 MiB reserve set aside again"), Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("the reserve was not set aside again; log:\n{}", disk.agent.log()));
+    assert!(reserve.exists());
     assert_eq!(disk.agent.signal(libc::SIGTERM).0.code(), Some(0));
 }
 
 #[test]
 fn sigterm_while_the_disk_is_full_still_exits_0_within_5_s() {
     let Some(mut disk) = SmallDisk::start() else { return };
-    fill(&disk.agent, &disk.data);
+    // No reserve to give back: the store stays unwritable.
+    std::fs::remove_file(format!("/proc/{}/root{}/store.reserve", disk.agent.pid(), disk.data.display())).unwrap();
+    fill(&disk.agent, &disk.data, "fill-1");
     let (_, presses) = disk.press_until_refused(3);
     wait_all_announced(&disk, presses);
     let (status, took) = disk.agent.signal(libc::SIGTERM);

@@ -157,7 +157,7 @@ impl Ledger {
             tree.iter().filter_map(|kv| kv.ok()).filter_map(|(k, v)| decode::<CommandRecord>(&v).ok().map(|r| (r.seq(), k))).collect();
         by_age.sort_unstable_by_key(|(seq, _)| *seq);
         let excess = by_age.len().saturating_sub(KEEP);
-        self.store.write(|| {
+        self.store.write_unflushed(|| {
             for (_, key) in by_age.into_iter().take(excess) {
                 tree.remove(key)?;
             }

@@ -9,7 +9,6 @@
 pub mod feedback;
 pub mod gallery;
 pub mod matcher;
-pub mod snapshots;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -24,13 +23,13 @@ use crate::health::{Board, Importance};
 use crate::metrics::Metrics;
 use crate::pipeline::control::{Control, ControlError, EnrollFrom, Exported, List, Person};
 use crate::pipeline::{Decision, Recognizer, RingCtx, Stage, StageTimer};
+use crate::snapshots::Snapshots;
 use crate::store::{RingResult, Store};
 use crate::worker::protocol::{Reply, Request};
 use crate::worker::supervisor::{Supervisor, WorkerError, WorkerState};
 use feedback::Feedback;
 use gallery::Gallery;
 use matcher::Thresholds;
-use snapshots::Snapshots;
 
 /// Descriptor length of the embedder.
 pub const DIMS: usize = 128;

@@ -11,6 +11,7 @@
 mod hwm;
 mod outbox;
 mod records;
+mod space;
 
 pub use records::{decode, encode, AlertState, AlertV1, DecodeError, OutboxV1, Record, RingResult, RingV1, StageMs};
 
@@ -36,7 +37,7 @@ const PROBE: &[u8] = b"write_probe";
 /// How long a reopen waits for the calls using the old database, and for sled's file lock.
 const REOPEN_WAIT: Duration = Duration::from_secs(2);
 /// The free space a reopen needs: sled writes a new segment buffer at once.
-const REOPEN_MIN_FREE: u64 = 2 * 1024 * 1024;
+const REOPEN_MIN_FREE: u64 = space::RESERVE_BYTES;
 /// Outbox messages dropped (outbox full) and not yet reported over the fleet link.
 const OUTBOX_DROPS: &[u8] = b"outbox_unreported_drops";
 
@@ -153,8 +154,20 @@ struct KeptRing {
 #[derive(Default)]
 struct Unstored {
     next: u64,
-    queue: std::collections::VecDeque<(u64, OutboxV1)>,
+    queue: std::collections::VecDeque<Pending>,
 }
+
+/// A message only memory holds, and when the link first took it to publish.
+struct Pending {
+    id: u64,
+    message: OutboxV1,
+    handed: Option<Instant>,
+}
+
+/// How long a kept ring waits to be written while its `stored: false` event is with the
+/// broker unacknowledged: a PUBACK normally takes milliseconds, and writing the ring with its
+/// announcement meanwhile would announce it twice.
+const IN_FLIGHT_WAIT: Duration = Duration::from_secs(5);
 
 /// One opening of the database. Every sled handle the store uses comes from the current one
 /// and is held only for the call that needs it: after an I/O error sled fails every later
@@ -229,6 +242,8 @@ pub struct Store {
     kept: Arc<Mutex<std::collections::VecDeque<KeptRing>>>,
     // The highest ring numbers stored and handed out, outside the database.
     hwm: Arc<Mutex<hwm::HighWater>>,
+    // Space set aside for when the disk fills.
+    reserve: Arc<space::Reserve>,
     // Held for the life of the store: one agent per data directory.
     _lock: Arc<File>,
 }
@@ -290,8 +305,12 @@ impl Store {
             unstored: Arc::new(Mutex::new(Unstored::default())),
             kept: Arc::new(Mutex::new(std::collections::VecDeque::new())),
             hwm: Arc::new(Mutex::new(hwm)),
+            reserve: Arc::new(space::Reserve::new(data_dir)),
             _lock: Arc::new(lock),
         };
+        if let Err(e) = store.keep_free() {
+            log::warn!("store: keeping free space at open: {e}");
+        }
         store.update_gauges();
         Ok((store, damage))
     }
@@ -314,16 +333,25 @@ impl Store {
         Ok(self.gen()?.db.open_tree(name)?)
     }
 
-    /// Runs a write (ending in a flush where it must be durable) and remembers whether the
-    /// store is currently writable, for the `store` health check.
+    /// Runs a write ending in a flush and remembers whether the store is currently writable,
+    /// for the `store` health check.
     pub fn write<T>(&self, f: impl FnOnce() -> sled::Result<T>) -> Result<T, StoreError> {
-        let result = f();
-        let mut last = self.write_error.lock().unwrap_or_else(|p| p.into_inner());
-        *last = result.as_ref().err().map(sled_message);
-        if last.is_some() {
-            self.trouble.notify_one();
+        let result = self.write_unflushed(f);
+        if result.is_ok() {
+            *self.write_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
         }
-        Ok(result?)
+        result
+    }
+
+    /// Runs a write that is not flushed here. A failure marks the store failing like any
+    /// other; a success proves nothing (sled takes writes into memory after a failed flush),
+    /// so it leaves a failure standing.
+    pub fn write_unflushed<T>(&self, f: impl FnOnce() -> sled::Result<T>) -> Result<T, StoreError> {
+        f().map_err(|e| {
+            *self.write_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(sled_message(&e));
+            self.trouble.notify_one();
+            e.into()
+        })
     }
 
     /// The last write failure, if the store has not been written successfully since.
@@ -352,6 +380,7 @@ impl Store {
         if writes() {
             return self.write_kept().is_ok();
         }
+        self.release_reserve_if_full();
         // Reopening while the disk still refuses would trade a working read side for nothing.
         let room = crate::durable::free_space(&self.data_dir).is_ok_and(|free| free >= REOPEN_MIN_FREE);
         let dir_probe = self.data_dir.join("store.probe");
@@ -418,7 +447,10 @@ impl Store {
     /// the free space left where the store lives, the two things an operator acts on.
     pub fn report_health(&self, health: &Board) {
         match self.write_error() {
-            None => health.set("store", Importance::Required, true, "writable"),
+            None => {
+                let detail = self.low_space().map_or_else(|| "writable".to_string(), |low| format!("writable; {low}"));
+                health.set("store", Importance::Required, true, detail)
+            }
             Some(e) => {
                 let free = match crate::durable::free_space(&self.data_dir) {
                     Ok(bytes) => format!("{:.1} MiB free", bytes as f64 / (1024.0 * 1024.0)),
@@ -579,7 +611,7 @@ impl Store {
         self.mirror_depth(&index);
         drop(index);
         let g = self.gen()?;
-        self.write(|| g.outbox.remove(key.to_be_bytes()).map(drop))
+        self.write_unflushed(|| g.outbox.remove(key.to_be_bytes()).map(drop))
     }
 
     /// Queued messages and their bytes; never waits for a write in progress.
@@ -603,13 +635,13 @@ impl Store {
         let mut ids = Vec::with_capacity(messages.len());
         for m in messages {
             if u.queue.len() >= self.limits.max_outbox_messages {
-                if let Some((_, dropped)) = u.queue.pop_front() {
-                    self.metrics.outbox_dropped.inc(&[dropped.severity.as_str()]);
+                if let Some(dropped) = u.queue.pop_front() {
+                    self.metrics.outbox_dropped.inc(&[dropped.message.severity.as_str()]);
                 }
             }
             let id = u.next;
             u.next += 1;
-            u.queue.push_back((id, m));
+            u.queue.push_back(Pending { id, message: m, handed: None });
             ids.push(id);
         }
         drop(u);
@@ -643,17 +675,31 @@ impl Store {
 
     /// Writes the kept rings, oldest first; stops at the first failure. A ring whose
     /// announcement from memory the broker already has is written without announcing it
-    /// again; one still waiting is announced from the outbox instead.
+    /// again; one whose announcement is with the broker unacknowledged waits (up to
+    /// `IN_FLIGHT_WAIT`) for the PUBACK; one whose announcement has not left (no link) is
+    /// announced from the outbox instead, durably.
     fn write_kept(&self) -> Result<(), StoreError> {
         let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
         while let Some(k) = kept.front() {
-            let waiting = {
-                let u = self.unstored.lock().unwrap_or_else(|p| p.into_inner());
-                k.memory.iter().any(|id| u.queue.iter().any(|(q, _)| q == id))
+            // Deciding and taking the announcement happen under one lock: the link must not
+            // take it to publish in between.
+            let claimed = {
+                let mut u = self.unstored.lock().unwrap_or_else(|p| p.into_inner());
+                let mine = |p: &Pending| k.memory.contains(&p.id);
+                if u.queue.iter().any(|p| mine(p) && p.handed.is_some_and(|t| t.elapsed() < IN_FLIGHT_WAIT)) {
+                    // `maintain` comes back within a second while rings are kept.
+                    return Ok(());
+                }
+                let (claimed, rest): (std::collections::VecDeque<Pending>, _) =
+                    std::mem::take(&mut u.queue).into_iter().partition(|p| mine(p));
+                u.queue = rest;
+                claimed
             };
-            self.put_ring(&k.ring, if waiting { &k.announce } else { &[] })?;
-            for id in &k.memory {
-                self.unstored_acked(*id);
+            if let Err(e) = self.put_ring(&k.ring, if claimed.is_empty() { &[] } else { &k.announce }) {
+                let mut u = self.unstored.lock().unwrap_or_else(|p| p.into_inner());
+                u.queue.extend(claimed);
+                u.queue.make_contiguous().sort_by_key(|p| p.id);
+                return Err(e);
             }
             log::info!("ring {} stored: id={} (kept in memory while the store could not write)", k.ring.seq, k.ring.id);
             kept.pop_front();
@@ -661,16 +707,24 @@ impl Store {
         Ok(())
     }
 
-    /// Unstored messages after `after` (their ids grow), oldest first, at most `limit`.
+    /// Unstored messages after `after` (their ids grow), oldest first, at most `limit`, for
+    /// the link to publish: each is noted as handed over.
     pub fn unstored_after(&self, after: Option<u64>, limit: usize) -> Vec<(u64, OutboxV1)> {
-        let u = self.unstored.lock().unwrap_or_else(|p| p.into_inner());
-        u.queue.iter().filter(|(id, _)| after.is_none_or(|a| *id > a)).take(limit).cloned().collect()
+        let mut u = self.unstored.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let batch = u.queue.iter_mut().filter(|p| after.is_none_or(|a| p.id > a)).take(limit);
+        batch
+            .map(|p| {
+                p.handed.get_or_insert(now);
+                (p.id, p.message.clone())
+            })
+            .collect()
     }
 
     /// Forgets an unstored message the broker has acknowledged.
     pub fn unstored_acked(&self, id: u64) {
         let mut u = self.unstored.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(i) = u.queue.iter().position(|(k, _)| *k == id) {
+        if let Some(i) = u.queue.iter().position(|p| p.id == id) {
             u.queue.remove(i);
         }
     }
@@ -782,15 +836,9 @@ impl Store {
         let over_budget = self.size_on_disk() > self.limits.max_size_mib * 1024 * 1024;
         // Over the size budget, keep only three quarters of the ring allowance this pass.
         let max_rings = if over_budget { self.limits.max_rings * 3 / 4 } else { self.limits.max_rings };
-        let mut pruned = Pruned::default();
         let (rings, alerts, _) = self.counts();
+        let mut pruned = Pruned { rings: self.remove_oldest_rings(rings.saturating_sub(max_rings))?, alerts: 0 };
         let g = self.gen()?;
-        for kv in g.rings.iter().keys().take(rings.saturating_sub(max_rings)) {
-            if g.rings.remove(kv?)?.is_some() {
-                self.counts.rings.fetch_sub(1, Ordering::Relaxed);
-                pruned.rings += 1;
-            }
-        }
 
         let excess = alerts.saturating_sub(self.limits.max_alerts);
         if excess > 0 {
@@ -822,6 +870,19 @@ impl Store {
         }
         self.update_gauges();
         Ok(pruned)
+    }
+
+    /// Removes the `n` oldest rings (not flushed); returns how many were removed.
+    fn remove_oldest_rings(&self, n: usize) -> Result<usize, StoreError> {
+        let g = self.gen()?;
+        let mut removed = 0;
+        for kv in g.rings.iter().keys().take(n) {
+            if g.rings.remove(kv?)?.is_some() {
+                self.counts.rings.fetch_sub(1, Ordering::Relaxed);
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// Refreshes the store size and record gauges.
@@ -863,6 +924,9 @@ pub async fn maintain(store: Store, interval: Duration, health: Board, mut shutd
         let outcome = tokio::task::spawn_blocking(move || {
             if failing && !s.recover() {
                 return Ok(None);
+            }
+            if let Err(e) = s.keep_free() {
+                log::error!("store: keeping free space failed: {e}");
             }
             // sled frees its page buffers in bursts; hand what the heap keeps back.
             crate::memory::release_free_heap();
@@ -1013,7 +1077,7 @@ mod tests {
     use super::*;
     use crate::config::Severity;
 
-    fn open(dir: &Path, limits: &StoreConfig) -> (Store, Option<Damage>) {
+    pub(super) fn open(dir: &Path, limits: &StoreConfig) -> (Store, Option<Damage>) {
         // A reopen right after a drop in the same process: sled's background I/O threads can
         // hold the database's file lock a moment longer (seen once on a loaded machine).
         let end = std::time::Instant::now() + Duration::from_secs(5);
@@ -1181,7 +1245,7 @@ mod tests {
         assert_eq!(s.counts(), (0, 0, 0));
     }
 
-    fn ring(seq: u64) -> RingV1 {
+    pub(super) fn ring(seq: u64) -> RingV1 {
         RingV1 {
             id: format!("r{seq}"),
             seq,
