@@ -296,7 +296,7 @@ async fn agent(path: &Path, loaded: settings::Loaded, logs: Recent) -> anyhow::R
         tokio::task::spawn_blocking(move || Store::open(&dir, &limits, m)).await?
     }
     .with_context(|| format!("opening the store in {}", cfg.data_dir.display()))?;
-    health.set("store", Importance::Required, true, "open");
+    store.report_health(&health);
 
     let announce = cfg.mqtt.as_ref().map(|m| Announcer::new(Topics::new(&m.topic_prefix, &device_id)));
     let (alerts_tx, alerts_rx) = mpsc::channel(alerts::QUEUE);
@@ -356,7 +356,14 @@ async fn agent(path: &Path, loaded: settings::Loaded, logs: Recent) -> anyhow::R
         shutdown.clone(),
     ));
     let rules = tokio::spawn(alerts::follow_rules(settings.subscribe(), alerts_tx.clone(), shutdown.clone()));
-    let maintenance = tokio::spawn(store::maintain(store.clone(), cfg.store.maintenance_interval, health.clone(), shutdown.clone()));
+    let maintenance = tokio::spawn(store::maintain(
+        store.clone(),
+        cfg.store.maintenance_interval,
+        health.clone(),
+        alerts_tx.clone(),
+        stopper.clone(),
+        shutdown.clone(),
+    ));
 
     let layout = Layout::from_config(&cfg.update);
     let history = History::open(&store).context("opening the update history")?;

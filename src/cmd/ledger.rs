@@ -76,12 +76,17 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// Opens the `commands` tree.
+    /// Opens the `commands` tree. Without a database (the disk refused it) nothing can be
+    /// recorded, and the agent restarts once there is one: numbering starts from 1 meanwhile.
     pub fn open(store: &Store) -> Result<Ledger, StoreError> {
-        let tree = store.tree(TREE)?;
+        let tree = match store.tree(TREE) {
+            Ok(tree) => Some(tree),
+            Err(StoreError::NotOpen) => None,
+            Err(e) => return Err(e),
+        };
         let last = tree
             .iter()
-            .values()
+            .flat_map(|t| t.iter().values())
             .filter_map(|v| v.ok())
             .filter_map(|v| decode::<CommandRecord>(&v).ok())
             .map(|r| r.seq())

@@ -18,9 +18,10 @@ pub struct Feedback {
 
 impl Feedback {
     /// Loads the stored window.
-    pub fn open(store: Store, tree: &sled::Tree, window: usize) -> Feedback {
+    pub fn open(store: Store, tree: Option<&sled::Tree>, window: usize) -> Feedback {
         let recent = tree
-            .scan_prefix(PREFIX)
+            .into_iter()
+            .flat_map(|t| t.scan_prefix(PREFIX))
             .filter_map(Result::ok)
             .filter_map(|(k, v)| match store::decode::<FaceRecord>(&v) {
                 Ok(FaceRecord::FeedbackV1(f)) => Some((k.to_vec(), f)),

@@ -89,12 +89,20 @@ pub struct Gallery {
 }
 
 impl Gallery {
-    /// Loads everyone from `tree`. People enrolled with another embedder are kept on disk
-    /// but not matched (counted in the returned number).
-    pub fn open(store: Store, tree: &sled::Tree, embedder: String, dims: usize, max_samples: usize, max_people: usize) -> (Gallery, usize) {
+    /// Loads everyone from `tree` (none without one: a store that could not open). People
+    /// enrolled with another embedder are kept on disk but not matched (counted in the
+    /// returned number).
+    pub fn open(
+        store: Store,
+        tree: Option<&sled::Tree>,
+        embedder: String,
+        dims: usize,
+        max_samples: usize,
+        max_people: usize,
+    ) -> (Gallery, usize) {
         let mut people = BTreeMap::new();
         let mut foreign = 0;
-        for (_, v) in tree.scan_prefix(PERSON_PREFIX).filter_map(Result::ok) {
+        for (_, v) in tree.into_iter().flat_map(|t| t.scan_prefix(PERSON_PREFIX)).filter_map(Result::ok) {
             match store::decode::<FaceRecord>(&v) {
                 Ok(FaceRecord::PersonV1(p)) if p.embedder == embedder => {
                     people.insert(p.name.clone(), Entry { aggregate: matcher::aggregate(&p.samples), record: p });
@@ -282,7 +290,7 @@ mod tests {
     fn open(dir: &std::path::Path) -> Gallery {
         let (store, _) = Store::open(dir, &crate::config::StoreConfig::default(), Arc::new(crate::metrics::Metrics::default())).unwrap();
         let tree = store.tree(super::super::TREE).unwrap();
-        Gallery::open(store, &tree, "test-embedder".into(), 3, 2, 3).0
+        Gallery::open(store, Some(&tree), "test-embedder".into(), 3, 2, 3).0
     }
 
     fn d(v: [f32; 3]) -> Vec<f32> {

@@ -81,13 +81,26 @@ impl Recognition {
     /// Opens the gallery and feedback from the store; the worker starts on first use (or
     /// at the first housekeeping when it is kept warm).
     pub fn new(cfg: &Config, parts: Parts) -> Result<Recognition, crate::store::StoreError> {
-        let tree = parts.store.tree(TREE)?;
-        let (gallery, foreign) =
-            Gallery::open(parts.store.clone(), &tree, embedder_id(cfg), DIMS, cfg.faces.max_samples_per_person, cfg.faces.max_people);
+        let tree = match parts.store.tree(TREE) {
+            Ok(tree) => Some(tree),
+            Err(e @ crate::store::StoreError::NotOpen) => {
+                log::error!("the face gallery cannot be read ({e}): everyone is unknown until the store opens and the agent restarts");
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        let (gallery, foreign) = Gallery::open(
+            parts.store.clone(),
+            tree.as_ref(),
+            embedder_id(cfg),
+            DIMS,
+            cfg.faces.max_samples_per_person,
+            cfg.faces.max_people,
+        );
         if foreign > 0 {
             log::warn!("{foreign} enrolled people were made with another embedder and are not matched; re-enroll them");
         }
-        let feedback = Feedback::open(parts.store.clone(), &tree, cfg.faces.accuracy_window);
+        let feedback = Feedback::open(parts.store.clone(), tree.as_ref(), cfg.faces.accuracy_window);
         let (program, args) = parts.worker;
         let recognition = Recognition {
             worker: Supervisor::new(program, args, cfg.pipeline.clone(), parts.metrics.clone()),

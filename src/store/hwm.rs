@@ -5,9 +5,11 @@
 //!
 //! Two 64-byte slots at fixed offsets, each with a generation and a CRC, written in turn in
 //! place: a torn write spoils at most the slot being written, and writing in place needs no
-//! new blocks, so it still works on a full disk. The stored mark follows the database's own
-//! flush and needs no sync of its own (a mark lost in a power cut only lags, which is safe);
-//! the issued mark, which no database write backs, is synced.
+//! new blocks (they are written once, at creation), so it still works on a full disk. The
+//! issued mark, which no database write backs, is synced when raised; the stored mark is
+//! synced off the ring's path, within `store::MARK_SYNC_DELAY` (one sync for a burst of
+//! rings): a stored mark left in the page cache would lag after a power cut and hide the
+//! very loss it is there to show.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -32,9 +34,12 @@ pub struct Marks {
 
 /// The open mark file.
 pub struct HighWater {
-    file: File,
+    // `Err`: read only, from a disk that refused it at the start, and why (see `read_only`).
+    file: Result<File, String>,
     generation: u64,
     marks: Marks,
+    // What the last sync made durable.
+    synced: Marks,
 }
 
 impl HighWater {
@@ -42,25 +47,29 @@ impl HighWater {
     /// neither slot is readable (nothing to compare with).
     pub fn open(path: &Path) -> io::Result<(HighWater, Option<Marks>)> {
         let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(path)?;
-        let mut best: Option<(u64, Marks)> = None;
-        for offset in OFFSETS {
-            let mut buf = [0u8; SLOT];
-            if file.read_exact_at(&mut buf, offset).is_ok() {
-                if let Some(slot) = decode(&buf) {
-                    if best.is_none_or(|(g, _)| slot.0 > g) {
-                        best = Some(slot);
-                    }
-                }
-            }
-        }
+        let best = newest(&file);
         if file.metadata()?.len() < FILE_LEN {
-            // Allocated once, up front: later writes only overwrite these blocks.
-            file.set_len(FILE_LEN)?;
+            // Written once, up front (not `set_len`, which leaves a hole): later writes only
+            // overwrite these blocks, and need none from a full disk.
+            let len = file.metadata()?.len();
+            file.write_all_at(&vec![0; (FILE_LEN - len) as usize], len)?;
             file.sync_all()?;
             crate::durable::sync_parent(path)?;
         }
         let (generation, marks) = best.unwrap_or_default();
-        Ok((HighWater { file, generation, marks }, best.map(|(_, m)| m)))
+        Ok((HighWater { file: Ok(file), generation, marks, synced: marks }, best.map(|(_, m)| m)))
+    }
+
+    /// The marks as the file holds them, for a store that cannot open its files for writing:
+    /// numbering goes on from them, and every raise fails (and is reported) until `open`.
+    pub fn read_only(path: &Path) -> HighWater {
+        let best = File::open(path).ok().and_then(|f| newest(&f));
+        let why = match OpenOptions::new().read(true).write(true).open(path) {
+            Err(e) => format!("{}: {e}", path.display()),
+            Ok(_) => format!("{}: not opened for writing", path.display()),
+        };
+        let (generation, marks) = best.unwrap_or_default();
+        HighWater { file: Err(why), generation, marks, synced: marks }
     }
 
     /// The marks as last written.
@@ -69,32 +78,77 @@ impl HighWater {
     }
 
     /// Raises the marks to at least `to` (nothing is written when neither grows); `sync`:
-    /// durably before returning.
+    /// durably before returning, else at the next `sync`.
     pub fn raise(&mut self, to: Marks, sync: bool) -> io::Result<()> {
         let next = Marks { stored: self.marks.stored.max(to.stored), issued: self.marks.issued.max(to.issued).max(to.stored) };
         if next == self.marks {
             return Ok(());
         }
-        self.write(next, sync)
+        self.write(next)?;
+        if sync {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Makes the marks written so far durable.
+    pub fn sync(&mut self) -> io::Result<()> {
+        if self.synced == self.marks {
+            return Ok(());
+        }
+        self.file()?.sync_data()?;
+        self.synced = self.marks;
+        Ok(())
+    }
+
+    /// The stored marks written but not yet durable: (first, last) ring.
+    pub fn unsynced_rings(&self) -> Option<(u64, u64)> {
+        (self.marks.stored > self.synced.stored).then_some((self.synced.stored + 1, self.marks.stored))
+    }
+
+    /// Writes the marks again, durably: whether the file takes writes.
+    pub fn rewrite(&mut self) -> io::Result<()> {
+        self.write(self.marks)?;
+        self.sync()
     }
 
     /// Lowers the stored mark to what the store holds, once a loss has been reported (the
     /// issued mark stays: those numbers were handed out).
     pub fn accept_loss(&mut self, stored: u64) -> io::Result<()> {
-        self.write(Marks { stored, issued: self.marks.issued }, true)
+        self.write(Marks { stored, issued: self.marks.issued })?;
+        self.sync()
     }
 
-    fn write(&mut self, next: Marks, sync: bool) -> io::Result<()> {
+    fn file(&self) -> io::Result<&File> {
+        self.file.as_ref().map_err(|why| io::Error::new(io::ErrorKind::ReadOnlyFilesystem, why.clone()))
+    }
+
+    /// Writes `next` into the next slot (not synced).
+    fn write(&mut self, next: Marks) -> io::Result<()> {
+        let file = self.file()?;
         let generation = self.generation + 1;
         let offset = OFFSETS[(generation % 2) as usize];
-        self.file.write_all_at(&encode(generation, next), offset)?;
-        if sync {
-            self.file.sync_data()?;
-        }
+        file.write_all_at(&encode(generation, next), offset)?;
         self.generation = generation;
         self.marks = next;
         Ok(())
     }
+}
+
+/// The newest readable slot of a mark file, with its generation.
+fn newest(file: &File) -> Option<(u64, Marks)> {
+    let mut best: Option<(u64, Marks)> = None;
+    for offset in OFFSETS {
+        let mut buf = [0u8; SLOT];
+        if file.read_exact_at(&mut buf, offset).is_ok() {
+            if let Some(slot) = decode(&buf) {
+                if best.is_none_or(|(g, _)| slot.0 > g) {
+                    best = Some(slot);
+                }
+            }
+        }
+    }
+    best
 }
 
 fn encode(generation: u64, m: Marks) -> [u8; SLOT] {
@@ -129,6 +183,9 @@ mod tests {
         hw.raise(Marks { stored: 3, issued: 3 }, false).unwrap();
         hw.raise(Marks { stored: 0, issued: 5 }, true).unwrap();
         hw.raise(Marks { stored: 4, issued: 0 }, false).unwrap();
+        assert_eq!(hw.unsynced_rings(), Some((4, 4)));
+        hw.sync().unwrap();
+        assert_eq!(hw.unsynced_rings(), None);
         drop(hw);
         let (hw, marks) = HighWater::open(&path).unwrap();
         assert_eq!(marks, Some(Marks { stored: 4, issued: 5 }));
@@ -142,6 +199,12 @@ mod tests {
         drop(file);
         let (_, marks) = HighWater::open(&path).unwrap();
         assert_eq!(marks, Some(Marks { stored: 3, issued: 5 }));
+
+        // Read only: the marks are there, raising them fails.
+        let mut ro = HighWater::read_only(&path);
+        assert_eq!(ro.marks(), Marks { stored: 3, issued: 5 });
+        assert_eq!(ro.raise(Marks { stored: 9, issued: 9 }, true).unwrap_err().kind(), io::ErrorKind::ReadOnlyFilesystem);
+        assert_eq!(HighWater::read_only(&dir.path().join("missing")).marks(), Marks::default());
 
         // Both unreadable: nothing to compare with.
         std::fs::write(&path, [0u8; 1024]).unwrap();

@@ -24,12 +24,12 @@ use std::time::{Duration, Instant};
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, Notify};
 
 use crate::config::{Severity, StoreConfig};
 use crate::health::{Board, Importance};
 use crate::metrics::Metrics;
-use crate::shutdown::Shutdown;
+use crate::shutdown::{Shutdown, Stopper, EXIT_RESTART};
 
 const RING_SEQ: &[u8] = b"ring_seq";
 /// The key `recover` writes to learn whether sled writes again.
@@ -58,9 +58,27 @@ pub enum StoreError {
     /// sled failed.
     #[error("store: {}", sled_message(.0))]
     Sled(#[from] sled::Error),
-    /// The database is being reopened after a failure (or could not be reopened yet).
-    #[error("store: the database is being reopened after a write failure")]
-    Reopening,
+    /// No database is open: the disk refused it at the start, or it is being reopened after
+    /// a write failure (`recover` tries every second).
+    #[error("store: the database is not open (the disk refused it; trying again every second)")]
+    NotOpen,
+}
+
+impl StoreError {
+    /// A disk that refuses writes (read-only, full, failing), as opposed to a store or a
+    /// configuration that is wrong: the agent runs on from memory through these.
+    fn is_disk_fault(&self) -> bool {
+        let io = match self {
+            StoreError::DataDir { source, .. } => Some(source),
+            StoreError::Sled(sled::Error::Io(io)) => Some(io),
+            _ => None,
+        };
+        io.is_some_and(|io| {
+            use std::io::ErrorKind::*;
+            matches!(io.kind(), ReadOnlyFilesystem | StorageFull | QuotaExceeded)
+                || matches!(io.raw_os_error(), Some(libc::EIO | libc::EROFS | libc::ENOSPC | libc::EDQUOT))
+        })
+    }
 }
 
 /// sled's message, with an I/O error as the OS words it ("No space left on device (os error
@@ -93,6 +111,8 @@ pub enum Damage {
         moved_to: PathBuf,
         /// Why it could not be opened.
         reason: String,
+        /// The highest ring sequence number it had reported stored (0: none, or no mark).
+        stored: u64,
     },
     /// The database came back with fewer rings than it had reported stored (a power cut on
     /// a card that lied about its flushes, damaged or deleted files).
@@ -118,8 +138,12 @@ impl Damage {
     /// The alert's message.
     pub fn message(&self) -> String {
         match self {
-            Damage::Reset { moved_to, reason } => {
-                format!("store was unreadable ({reason}); moved to {} and started fresh", moved_to.display())
+            Damage::Reset { moved_to, reason, stored } => {
+                let held = match stored {
+                    0 => String::new(),
+                    n => format!("; rings 1..={n} it had reported stored are only in that copy; numbering continues after them"),
+                };
+                format!("store was unreadable ({reason}); moved to {} and started fresh{held}", moved_to.display())
             }
             Damage::Lost { stored, found, copy } => {
                 let range = if found + 1 == *stored { format!("ring {stored}") } else { format!("rings {}..={stored}", found + 1) };
@@ -204,7 +228,7 @@ impl Gen {
 
     /// The outbox's index and the record counts, read from the trees (at open).
     fn survey(&self, limits: &StoreConfig) -> (outbox::Index, usize, usize) {
-        let mut index = outbox::Index::new(limits.max_outbox_messages, (limits.max_outbox_mib * 1024 * 1024) as usize);
+        let mut index = empty_index(limits);
         for (k, v) in self.outbox.iter().filter_map(|kv| kv.ok()) {
             // Messages another version queued in a shape we cannot read are kept, never dropped.
             if let Ok(Record::OutboxV1(m)) = Record::decode(&v) {
@@ -214,6 +238,67 @@ impl Gen {
         }
         (index, self.rings.len(), self.alerts.len())
     }
+}
+
+/// The high-water mark's file, beside the database.
+const HWM_FILE: &str = "store.hwm";
+
+/// One opening of the store's files: the database (an unreadable one moved aside), its mark
+/// checked against what it holds, and what the outbox and trees hold.
+struct Opened {
+    gen: Gen,
+    hwm: hwm::HighWater,
+    damage: Option<Damage>,
+    index: outbox::Index,
+    rings: usize,
+    alerts: usize,
+}
+
+impl Opened {
+    fn open(data_dir: &Path, limits: &StoreConfig) -> Result<Opened, StoreError> {
+        let dir_err = |source| StoreError::DataDir { path: data_dir.to_path_buf(), source };
+        let db_path = data_dir.join("db");
+        let (gen, mut damage) = match Gen::open(&db_path, limits) {
+            Ok(gen) => (gen, None),
+            Err(e) if !is_unreadable(&e) => return Err(e.into()),
+            Err(e) => {
+                let moved_to = data_dir.join(format!("db.unreadable-{}", crate::time::now_ms()));
+                log::error!(
+                    "store at {} cannot be opened ({e}); moving it to {} and starting fresh",
+                    db_path.display(),
+                    moved_to.display()
+                );
+                std::fs::rename(&db_path, &moved_to).map_err(dir_err)?;
+                let gen = Gen::open(&db_path, limits)?;
+                (gen, Some(Damage::Reset { moved_to, reason: sled_message(&e), stored: 0 }))
+            }
+        };
+        let hwm_path = data_dir.join(HWM_FILE);
+        let hwm_err = |source| StoreError::DataDir { path: hwm_path.clone(), source };
+        let (mut hwm, marks) = hwm::HighWater::open(&hwm_path).map_err(hwm_err)?;
+        let found = gen.last_ring_seq();
+        if let Some(marks) = marks.filter(|m| m.stored > found) {
+            match &mut damage {
+                Some(Damage::Reset { stored, .. }) => *stored = marks.stored,
+                Some(Damage::Lost { .. }) => {}
+                None => {
+                    let copy = copy_damaged(data_dir, &db_path);
+                    log::error!("store: rings up to {} were reported stored, the database holds up to {found}", marks.stored);
+                    damage = Some(Damage::Lost { stored: marks.stored, found, copy });
+                }
+            }
+            hwm.accept_loss(found).map_err(hwm_err)?;
+        }
+        // A store from before the mark (or with the mark lost) starts it from what it holds.
+        hwm.raise(hwm::Marks { stored: found, issued: found }, true).map_err(hwm_err)?;
+        let (index, rings, alerts) = gen.survey(limits);
+        Ok(Opened { gen, hwm, damage, index, rings, alerts })
+    }
+}
+
+/// An outbox index with the configured bounds and nothing in it.
+fn empty_index(limits: &StoreConfig) -> outbox::Index {
+    outbox::Index::new(limits.max_outbox_messages, (limits.max_outbox_mib * 1024 * 1024) as usize)
 }
 
 /// Handle on the open store; cheap to clone, safe to share between threads.
@@ -242,6 +327,14 @@ pub struct Store {
     kept: Arc<Mutex<std::collections::VecDeque<KeptRing>>>,
     // The highest ring numbers stored and handed out, outside the database.
     hwm: Arc<Mutex<hwm::HighWater>>,
+    // What an opening after the start found wrong, until `maintain` reports it.
+    damage: Arc<Mutex<Option<Damage>>>,
+    // Wakes the thread that syncs the stored mark after rings (`sync_marks`).
+    mark_sync: std::sync::mpsc::SyncSender<()>,
+    // The disk refused the database at the start: what other components read from the
+    // store then (gallery, command ledger) is only read at a start, so the agent restarts
+    // once the database opens.
+    started_without_db: bool,
     // Space set aside for when the disk fills.
     reserve: Arc<space::Reserve>,
     // Held for the life of the store: one agent per data directory.
@@ -249,81 +342,110 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (or creates) the store under `data_dir`, replacing an unreadable database.
+    /// Opens (or creates) the store under `data_dir`, replacing an unreadable database. A
+    /// disk that refuses (read-only, full, failing) does not stop the agent: the store starts
+    /// without its database, failing its check, and `recover` opens it once the disk takes
+    /// writes again; meanwhile rings and alerts are announced from memory.
     pub fn open(data_dir: &Path, limits: &StoreConfig, metrics: Arc<Metrics>) -> Result<(Store, Option<Damage>), StoreError> {
         let dir_err = |source| StoreError::DataDir { path: data_dir.to_path_buf(), source };
         std::fs::create_dir_all(data_dir).map_err(dir_err)?;
         let lock = lock_dir(data_dir)?;
-        let db_path = data_dir.join("db");
-        let (gen, mut damage) = match Gen::open(&db_path, limits) {
-            Ok(gen) => (gen, None),
-            Err(e) if !is_unreadable(&e) => return Err(e.into()),
-            Err(e) => {
-                let moved_to = data_dir.join(format!("db.unreadable-{}", crate::time::now_ms()));
-                log::error!(
-                    "store at {} cannot be opened ({e}); moving it to {} and starting fresh",
-                    db_path.display(),
-                    moved_to.display()
-                );
-                std::fs::rename(&db_path, &moved_to).map_err(dir_err)?;
-                let gen = Gen::open(&db_path, limits)?;
-                (gen, Some(Damage::Reset { moved_to, reason: sled_message(&e) }))
+        let (opened, write_error) = match Opened::open(data_dir, limits) {
+            Ok(opened) => (Some(opened), None),
+            Err(e) if e.is_disk_fault() => {
+                log::error!("store: cannot open the database in {}: {e}; rings are announced from memory until it can", data_dir.display());
+                (None, Some(e.to_string()))
             }
+            Err(e) => return Err(e),
         };
-        let hwm_path = data_dir.join("store.hwm");
-        let hwm_err = |source| StoreError::DataDir { path: hwm_path.clone(), source };
-        let (mut hwm, marks) = hwm::HighWater::open(&hwm_path).map_err(hwm_err)?;
-        let found = gen.last_ring_seq();
-        if let Some(marks) = marks.filter(|m| m.stored > found) {
-            if damage.is_none() {
-                let copy = copy_damaged(data_dir, &db_path);
-                log::error!("store: rings up to {} were reported stored, the database holds up to {found}", marks.stored);
-                damage = Some(Damage::Lost { stored: marks.stored, found, copy });
-            }
-            hwm.accept_loss(found).map_err(hwm_err)?;
-        }
-        // A store from before the mark (or with the mark lost) starts it from what it holds.
-        hwm.raise(hwm::Marks { stored: found, issued: found }, true).map_err(hwm_err)?;
-        let (index, rings, alerts) = gen.survey(limits);
-        let (outbox_messages, outbox_bytes) = index.depth();
-        let counts = Arc::new(Counts {
-            rings: AtomicUsize::new(rings),
-            alerts: AtomicUsize::new(alerts),
-            outbox: AtomicUsize::new(outbox_messages),
-            outbox_bytes: AtomicUsize::new(outbox_bytes),
-        });
+        let (mark_sync, mark_syncs) = std::sync::mpsc::sync_channel(1);
         let store = Store {
-            gen: Arc::new(RwLock::new(Some(Arc::new(gen)))),
+            gen: Arc::new(RwLock::new(None)),
             limits: limits.clone(),
             metrics,
-            outbox_index: Arc::new(Mutex::new(index)),
+            outbox_index: Arc::new(Mutex::new(empty_index(limits))),
             outbox_changed: Arc::new(Notify::new()),
-            counts,
-            write_error: Arc::new(Mutex::new(None)),
+            counts: Arc::new(Counts::default()),
+            write_error: Arc::new(Mutex::new(write_error)),
             trouble: Arc::new(Notify::new()),
             data_dir: Arc::from(data_dir),
             unstored: Arc::new(Mutex::new(Unstored::default())),
             kept: Arc::new(Mutex::new(std::collections::VecDeque::new())),
-            hwm: Arc::new(Mutex::new(hwm)),
+            // Replaced by the opening's own (`attach`); read only until there is one.
+            hwm: Arc::new(Mutex::new(hwm::HighWater::read_only(&data_dir.join(HWM_FILE)))),
             reserve: Arc::new(space::Reserve::new(data_dir)),
+            damage: Arc::new(Mutex::new(None)),
+            mark_sync,
+            started_without_db: opened.is_none(),
             _lock: Arc::new(lock),
         };
-        if let Err(e) = store.keep_free() {
-            log::warn!("store: keeping free space at open: {e}");
+        let damage = match opened {
+            Some(opened) => store.attach(opened),
+            None => None,
+        };
+        let syncer = MarkSyncer {
+            hwm: Arc::downgrade(&store.hwm),
+            metrics: store.metrics.clone(),
+            write_error: store.write_error.clone(),
+            trouble: store.trouble.clone(),
+        };
+        std::thread::Builder::new()
+            .name("store-mark".into())
+            .spawn(move || sync_marks(syncer, mark_syncs))
+            .map_err(|source| StoreError::DataDir { path: data_dir.to_path_buf(), source })?;
+        if store.write_error().is_none() {
+            if let Err(e) = store.keep_free() {
+                log::warn!("store: keeping free space at open: {e}");
+            }
         }
         store.update_gauges();
         Ok((store, damage))
     }
 
-    /// The current opening of the database.
-    fn gen(&self) -> Result<Arc<Gen>, StoreError> {
-        self.gen.read().unwrap_or_else(|p| p.into_inner()).clone().ok_or(StoreError::Reopening)
+    /// Makes a fresh opening the current one: its mark, outbox index and counts with it.
+    /// Returns what the opening found wrong.
+    fn attach(&self, opened: Opened) -> Option<Damage> {
+        let mut index = self.lock_outbox();
+        *index = opened.index;
+        self.mirror_depth(&index);
+        self.counts.rings.store(opened.rings, Ordering::Relaxed);
+        self.counts.alerts.store(opened.alerts, Ordering::Relaxed);
+        *self.lock_hwm() = opened.hwm;
+        *self.gen.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(opened.gen));
+        drop(index);
+        // Whatever the outbox holds now is what the link may send.
+        self.outbox_changed.notify_one();
+        opened.damage
     }
 
-    /// Makes every write so far durable.
+    /// Whether the agent should restart to read what the store holds: it started without
+    /// its database, which is now open and holds every ring kept meanwhile.
+    pub fn restart_needed(&self) -> bool {
+        self.started_without_db && self.gen().is_ok() && self.kept_rings() == 0
+    }
+
+    /// What an opening after the start (see `recover`) found wrong, for the caller's alert.
+    pub fn take_damage(&self) -> Option<Damage> {
+        self.damage.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// The current opening of the database.
+    fn gen(&self) -> Result<Arc<Gen>, StoreError> {
+        self.gen.read().unwrap_or_else(|p| p.into_inner()).clone().ok_or(StoreError::NotOpen)
+    }
+
+    /// Makes every write so far durable, the high-water mark's too.
     pub fn flush(&self) -> Result<(), StoreError> {
         let g = self.gen()?;
-        self.write(|| g.db.flush().map(drop))
+        self.write(|| g.db.flush().map(drop))?;
+        self.lock_hwm().sync().map_err(|source| StoreError::DataDir { path: self.data_dir.join(HWM_FILE), source })
+    }
+
+    /// Rings `first..=last` are in the database without a durable mark: a loss of them
+    /// would go unnoticed, so the store stops until the mark can be written (`recover`).
+    fn mark_failed(&self, first: u64, last: u64, error: String) {
+        markless(first, last);
+        self.failing(error);
     }
 
     /// A component's own tree (created when missing); its values should be that component's
@@ -348,10 +470,14 @@ impl Store {
     /// so it leaves a failure standing.
     pub fn write_unflushed<T>(&self, f: impl FnOnce() -> sled::Result<T>) -> Result<T, StoreError> {
         f().map_err(|e| {
-            *self.write_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(sled_message(&e));
-            self.trouble.notify_one();
+            self.failing(sled_message(&e));
             e.into()
         })
+    }
+
+    /// Marks the store failing (the `store` check, `store_unwritable`) until a write works.
+    fn failing(&self, error: String) {
+        fail(&self.write_error, &self.trouble, error);
     }
 
     /// The last write failure, if the store has not been written successfully since.
@@ -367,15 +493,18 @@ impl Store {
         if self.write_error().is_none() {
             return self.write_kept().is_ok();
         }
-        // A tiny flushed write: whether sled takes writes again.
+        // The mark written again, then a tiny flushed write (which alone clears the failure):
+        // whether both take writes again.
         let writes = || {
-            self.gen().is_ok_and(|g| {
-                self.write(|| {
-                    g.meta.insert(PROBE, &b"1"[..])?;
-                    g.db.flush().map(drop)
-                })
-                .is_ok()
-            })
+            let Ok(g) = self.gen() else { return false };
+            let mark = self.lock_hwm().rewrite().map_err(|e| self.failing(format!("the high-water mark cannot be written: {e}")));
+            mark.is_ok()
+                && self
+                    .write(|| {
+                        g.meta.insert(PROBE, &b"1"[..])?;
+                        g.db.flush().map(drop)
+                    })
+                    .is_ok()
         };
         if writes() {
             return self.write_kept().is_ok();
@@ -385,6 +514,7 @@ impl Store {
         let room = crate::durable::free_space(&self.data_dir).is_ok_and(|free| free >= REOPEN_MIN_FREE);
         let dir_probe = self.data_dir.join("store.probe");
         if !room || crate::durable::write_file(&dir_probe, b"probe", 0o600).is_err() {
+            let _ = std::fs::remove_file(crate::durable::sibling(&dir_probe, ".tmp"));
             return false;
         }
         let _ = std::fs::remove_file(&dir_probe);
@@ -400,11 +530,12 @@ impl Store {
         self.write_kept().is_ok()
     }
 
-    /// Replaces the database handle with a fresh opening: waits for the calls using the old
-    /// one, drops it (sled's file lock with it), opens again and recounts.
+    /// Replaces the database handle with a fresh opening (the first one, after a start on a
+    /// disk that refused): waits for the calls using the old one, drops it (sled's file lock
+    /// with it), opens again, checks the mark and recounts.
     fn reopen(&self) -> Result<(), StoreError> {
-        // No write queues messages meanwhile: the outbox index is rebuilt below.
-        let mut index = self.lock_outbox();
+        // No write queues messages while the old opening goes: `attach` rebuilds the index.
+        let index = self.lock_outbox();
         let old = self.gen.write().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(mut old) = old {
             let deadline = Instant::now() + REOPEN_WAIT;
@@ -417,29 +548,24 @@ impl Store {
                     }
                     Err(busy) => {
                         *self.gen.write().unwrap_or_else(|p| p.into_inner()) = Some(busy);
-                        return Err(StoreError::Reopening);
+                        return Err(StoreError::NotOpen);
                     }
                 }
             }
         }
+        drop(index);
         // sled's own threads can hold its file lock a moment after the last handle is gone.
         let deadline = Instant::now() + REOPEN_WAIT;
-        let gen = loop {
-            match Gen::open(&self.data_dir.join("db"), &self.limits) {
-                Ok(gen) => break gen,
-                Err(e) if Instant::now() < deadline && lock_busy(&e) => std::thread::sleep(Duration::from_millis(20)),
-                Err(e) => return Err(e.into()),
+        let opened = loop {
+            match Opened::open(&self.data_dir, &self.limits) {
+                Ok(opened) => break opened,
+                Err(StoreError::Sled(e)) if Instant::now() < deadline && lock_busy(&e) => std::thread::sleep(Duration::from_millis(20)),
+                Err(e) => return Err(e),
             }
         };
-        let (fresh, rings, alerts) = gen.survey(&self.limits);
-        *index = fresh;
-        self.mirror_depth(&index);
-        self.counts.rings.store(rings, Ordering::Relaxed);
-        self.counts.alerts.store(alerts, Ordering::Relaxed);
-        *self.gen.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(gen));
-        drop(index);
-        // Whatever the outbox holds now is what the link may send.
-        self.outbox_changed.notify_one();
+        if let Some(damage) = self.attach(opened) {
+            *self.damage.lock().unwrap_or_else(|p| p.into_inner()) = Some(damage);
+        }
         Ok(())
     }
 
@@ -491,12 +617,15 @@ impl Store {
         self.hwm.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Raises the high-water mark; a failure to write it only loses the check, not data.
-    fn raise_mark(&self, marks: hwm::Marks, sync: bool) {
-        if let Err(e) = self.lock_hwm().raise(marks, sync) {
+    /// Raises the high-water mark (`sync`: durably now, else by the mark's syncer); a failure
+    /// to write it loses the check, not data.
+    fn raise_mark(&self, marks: hwm::Marks, sync: bool) -> Result<(), String> {
+        self.lock_hwm().raise(marks, sync).map_err(|e| {
             self.metrics.errors.inc(&["store", "high_water_mark"]);
-            log::warn!("store: cannot write the high-water mark: {e}");
-        }
+            let error = format!("the high-water mark cannot be written: {e}");
+            log::warn!("store: {error}");
+            error
+        })
     }
 
     /// Stores a ring event durably, with the messages announcing it queued in the same write.
@@ -509,7 +638,12 @@ impl Store {
         })?;
         self.counts.rings.fetch_add(usize::from(added), Ordering::Relaxed);
         // After the flush: the mark never runs ahead of what the database holds.
-        self.raise_mark(hwm::Marks { stored: ring.seq, issued: ring.seq }, false);
+        match self.raise_mark(hwm::Marks { stored: ring.seq, issued: ring.seq }, false) {
+            Ok(()) => {
+                let _ = self.mark_sync.try_send(());
+            }
+            Err(error) => self.mark_failed(ring.seq, ring.seq, error),
+        }
         Ok(())
     }
 
@@ -655,7 +789,7 @@ impl Store {
     /// `store.max_rings` are kept; a restart or a power cut loses them.
     pub fn keep_ring(&self, ring: RingV1, announce: Vec<OutboxV1>, unstored: Vec<OutboxV1>) {
         // Its number is taken, whatever happens to the ring (the mark is written in place).
-        self.raise_mark(hwm::Marks { stored: 0, issued: ring.seq }, true);
+        let _ = self.raise_mark(hwm::Marks { stored: 0, issued: ring.seq }, true);
         let memory = self.announce_unstored(unstored);
         let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
         if kept.len() >= self.limits.max_rings {
@@ -895,6 +1029,45 @@ impl Store {
     }
 }
 
+/// How long the mark's syncer waits after a ring before it syncs: rings of a burst share it.
+pub const MARK_SYNC_DELAY: Duration = Duration::from_millis(20);
+
+/// What the mark's syncer needs of the store: nothing that holds its files open.
+struct MarkSyncer {
+    hwm: std::sync::Weak<Mutex<hwm::HighWater>>,
+    metrics: Arc<Metrics>,
+    write_error: Arc<Mutex<Option<String>>>,
+    trouble: Arc<Notify>,
+}
+
+/// Syncs the stored mark after rings, off their path; ends with the store (its last sender).
+fn sync_marks(syncer: MarkSyncer, wakes: std::sync::mpsc::Receiver<()>) {
+    while wakes.recv().is_ok() {
+        std::thread::sleep(MARK_SYNC_DELAY);
+        let Some(hwm) = syncer.hwm.upgrade() else { return };
+        let mut hwm = hwm.lock().unwrap_or_else(|p| p.into_inner());
+        let unsynced = hwm.unsynced_rings();
+        if let (Err(e), Some((first, last))) = (hwm.sync(), unsynced) {
+            drop(hwm);
+            syncer.metrics.errors.inc(&["store", "high_water_mark"]);
+            markless(first, last);
+            fail(&syncer.write_error, &syncer.trouble, format!("the high-water mark cannot be synced: {e}"));
+        }
+    }
+}
+
+/// Says that rings `first..=last` are stored without a durable mark.
+fn markless(first: u64, last: u64) {
+    let rings = if first == last { format!("ring {first} is") } else { format!("rings {first}..={last} are") };
+    log::warn!("{rings} stored without a durable high-water mark: the store stops until the mark can be written");
+}
+
+/// Marks the store failing until a write works (see `Store::failing`).
+fn fail(write_error: &Mutex<Option<String>>, trouble: &Notify, error: String) {
+    *write_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+    trouble.notify_one();
+}
+
 /// How often the store's gauges and health check are refreshed between pruning passes.
 const GAUGE_INTERVAL: Duration = Duration::from_secs(30);
 /// How often a store that cannot write tries to recover.
@@ -902,8 +1075,16 @@ const RECOVER_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Periodic maintenance: refreshes gauges and the `store` check, prunes every `interval`,
 /// and — woken by a failed write, then every second until it works — gets the store writing
-/// again. Idle, it wakes only every `GAUGE_INTERVAL` (an idle doorbell must cost nothing).
-pub async fn maintain(store: Store, interval: Duration, health: Board, mut shutdown: Shutdown) {
+/// again, raising the critical alert of anything the new opening found wrong. Idle, it
+/// wakes only every `GAUGE_INTERVAL` (an idle doorbell must cost nothing).
+pub async fn maintain(
+    store: Store,
+    interval: Duration,
+    health: Board,
+    alerts: mpsc::Sender<crate::alerts::Input>,
+    stopper: Stopper,
+    mut shutdown: Shutdown,
+) {
     let trouble = store.trouble.clone();
     let mut last_prune = tokio::time::Instant::now();
     let mut first = true;
@@ -949,7 +1130,18 @@ pub async fn maintain(store: Store, interval: Duration, health: Board, mut shutd
             Ok(Err(e)) => log::error!("store pruning failed: {e}"),
             Err(e) => log::error!("store maintenance task failed: {e}"),
         }
+        if let Some(damage) = store.take_damage() {
+            let event = crate::alerts::Input::Event { key: damage.alert_key(), severity: Severity::Critical, message: damage.message() };
+            if alerts.send(event).await.is_err() {
+                return;
+            }
+        }
         store.report_health(&health);
+        if store.restart_needed() {
+            let reason = "the store opened after a start without it: restarting to read the gallery and the command ledger from it";
+            let _ = stopper.request(EXIT_RESTART, reason).await;
+            return;
+        }
     }
 }
 
@@ -1034,6 +1226,8 @@ fn lock_dir(data_dir: &Path) -> Result<File, StoreError> {
         .truncate(false)
         .write(true)
         .open(&path)
+        // A read-only disk: the lock works on a read-only descriptor of the file as well.
+        .or_else(|e| if e.raw_os_error() == Some(libc::EROFS) { File::open(&path) } else { Err(e) })
         .map_err(|source| StoreError::DataDir { path: path.clone(), source })?;
     // A lock just released can still be held for a moment by a child process between its
     // fork and exec (the lock belongs to the open file, which the child shares until exec
@@ -1054,6 +1248,7 @@ const LOCK_WAIT: Duration = Duration::from_secs(1);
 
 /// Records in the `rings` and `alerts` trees, and the outbox's depth as the index last had
 /// it: readers (status, telemetry) never wait for the outbox lock, held across each flush.
+#[derive(Default)]
 struct Counts {
     rings: AtomicUsize,
     alerts: AtomicUsize,

@@ -84,10 +84,12 @@ pub struct History {
 }
 
 impl History {
-    /// Opens the `updates` tree.
+    /// Opens the `updates` tree (later, when the disk refused the database at the start).
     pub fn open(store: &Store) -> Result<History, StoreError> {
-        store.tree(TREE)?;
-        Ok(History { store: store.clone() })
+        match store.tree(TREE) {
+            Ok(_) | Err(StoreError::NotOpen) => Ok(History { store: store.clone() }),
+            Err(e) => Err(e),
+        }
     }
 
     /// The history tree, for one call.
