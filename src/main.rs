@@ -543,7 +543,7 @@ async fn agent(path: &Path, loaded: settings::Loaded, logs: Recent) -> anyhow::R
     if kept > 0 {
         log::error!("{kept} rings the store could not write are lost with this stop (they were announced)");
     }
-    match tokio::task::spawn_blocking(move || store.flush()).await? {
+    match tokio::task::spawn_blocking(move || store.close()).await? {
         Ok(()) => log::info!("stopped cleanly"),
         Err(e) => log::error!("stopped; the store's last flush failed: {e}"),
     }

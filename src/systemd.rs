@@ -40,7 +40,7 @@ pub fn watchdog_interval() -> Option<Duration> {
 /// Pings the watchdog at half its interval and refreshes the STATUS= line when it changes.
 ///
 /// The pings come from the async runtime, so a wedged runtime stops them and systemd
-/// restarts the agent.
+/// restarts the agent; so does a stuck store.
 pub async fn supervise(view: View, mut shutdown: Shutdown) {
     if crate::fault::active() == Some(crate::fault::Fault::HangAfterReady) {
         log::warn!("fault injection: hanging after READY (no more watchdog pings)");
@@ -55,8 +55,12 @@ pub async fn supervise(view: View, mut shutdown: Shutdown) {
             _ = shutdown.recv() => return,
             _ = ticks.tick() => {}
         }
-        if watchdog.is_some() {
-            notify(&[NotifyState::Watchdog]);
+        // A stuck store cannot be freed in the process (sled's hung flush holds its files):
+        // no ping, and systemd restarts the agent (the store check says why).
+        match view.store.stalled() {
+            None if watchdog.is_some() => notify(&[NotifyState::Watchdog]),
+            None => {}
+            Some(stalled) => log::error!("store: a write has not returned for {} s; withholding the watchdog", stalled.as_secs()),
         }
         view.store.report_health(&view.health);
         let line = view.line();

@@ -81,16 +81,17 @@ fn camera_commands_that_fail_hang_or_outlive_the_deadline_are_error_rings() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let capture = "source = \"command\"\ncommand = [\"sh\", \"-c\", \"echo camera busy >&2; exit 3\"]\nframes = 1";
-    let agent = Agent::start(dir.path(), &faces_config(&data, capture, ""));
+    let mut agent = Agent::start(dir.path(), &faces_config(&data, capture, ""));
     let r = ring(&agent, 1);
     assert!(r["reason"].as_str().unwrap().contains("exit status: 3") && r["reason"].as_str().unwrap().contains("camera busy"), "{r}");
-    drop(agent);
+    // Clean stops: numbering goes on without the gap a crash leaves.
+    agent.signal(libc::SIGTERM);
 
     let capture = "source = \"command\"\ncommand = [\"sleep\", \"30\"]\ntimeout = \"300ms\"\nframes = 1";
-    let agent = Agent::start(dir.path(), &faces_config(&data, capture, ""));
+    let mut agent = Agent::start(dir.path(), &faces_config(&data, capture, ""));
     let r = ring(&agent, 2);
     assert!(r["reason"].as_str().unwrap().contains("did not finish within 300ms; killed"), "{r}");
-    drop(agent);
+    agent.signal(libc::SIGTERM);
 
     // The camera outlives the ring's deadline: the worker itself is killed and restarted.
     let capture = "source = \"command\"\ncommand = [\"sleep\", \"30\"]\ntimeout = \"60s\"\nframes = 1";

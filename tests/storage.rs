@@ -419,15 +419,28 @@ fn a_card_failing_under_the_agent_is_announced_around_and_a_kill_9_then_a_repair
     // The card's writes fail (EIO); the kernel remounts it read-only (EROFS).
     let pad = card.break_writes();
     let mut presses = 3;
-    let end = Instant::now() + Duration::from_secs(20);
+    let end = Instant::now() + Duration::from_secs(30);
+    let stuck = "a write has not returned for";
     let refused = loop {
         assert!(Instant::now() < end, "no ring was refused; log:\n{}", agent.log());
         let from = agent.log_lines().len();
         agent.post("/simulate/press");
         presses += 1;
         if let Some(i) = agent.wait_log_after(from, |l| l.contains("could not be stored"), Duration::from_millis(50)) {
-            break agent.log_lines()[i].clone();
+            break Some(agent.log_lines()[i].clone());
         }
+        // sled can also hang in the flush of a failed write (seen about once in 15 runs).
+        if agent.get("/health").1.contains(stuck) {
+            break None;
+        }
+    };
+    let Some(refused) = refused else {
+        // Nothing gets out of that in the process: the store check says so, the watchdog
+        // pings stop, and systemd kills and restarts the agent (as below, by hand).
+        let (code, body) = agent.get("/health");
+        assert!(code == 503 && body.contains(stuck) && body.contains("systemd restarts the agent"), "{body}");
+        eprintln!("the store got stuck in sled's flush; the agent said so and withholds the watchdog");
+        return;
     };
     // The loop device hands the tmpfs's ENOSPC up as it is, or as EIO; then the kernel's EROFS.
     let named = |text: &str| ["(os error 5)", "(os error 28)", "(os error 30)"].iter().any(|code| text.contains(code));
@@ -458,13 +471,14 @@ fn a_card_failing_under_the_agent_is_announced_around_and_a_kill_9_then_a_repair
     let mut agent = card.agent(&cfg);
     assert_eq!(agent.get("/health").0, 503);
     let seen = events(&watcher).len();
+    // The first run's numbers, stored or only announced: the lease in the mark covers them.
+    let announced = events(&watcher).iter().filter_map(|e| e["seq"].as_u64()).max().unwrap();
     agent.post("/simulate/press");
     assert!(watcher.wait(Duration::from_secs(5), |_| events(&watcher).len() > seen), "the press on the failed card was not announced");
     let last = events(&watcher).pop().unwrap();
     assert_eq!(last["stored"], false, "{last}");
-    // Numbers the card could not record at all (EIO, EROFS) may come round again after a
-    // restart; stored ones never do.
-    assert!(last["seq"].as_u64().unwrap() > reported.last().copied().unwrap_or(0), "{last}");
+    // Numbering goes on after every number announced, even those only memory held.
+    assert!(last["seq"].as_u64().unwrap() > announced, "{last} after ring {announced} was announced");
     agent.signal(libc::SIGKILL);
 
     // The repair a reboot makes (fsck, mount): everything the store reported stored is there.
@@ -514,6 +528,11 @@ fn a_card_failing_under_the_agent_is_announced_around_and_a_kill_9_then_a_repair
         rings_of.entry(e["id"].as_str().unwrap().to_string()).or_default().insert(e["seq"].as_u64().unwrap());
     }
     assert!(rings_of.values().all(|seqs| seqs.len() == 1), "an id names two rings: {rings_of:?}");
+    let mut ids_of: std::collections::BTreeMap<u64, std::collections::BTreeSet<String>> = Default::default();
+    for e in events(&watcher) {
+        ids_of.entry(e["seq"].as_u64().unwrap()).or_default().insert(e["id"].as_str().unwrap().to_string());
+    }
+    assert!(ids_of.values().all(|ids| ids.len() == 1), "a number names two rings: {ids_of:?}");
     let from = agent.log_lines().len();
     agent.post("/simulate/press");
     let next = reported.last().copied().unwrap_or(0) + 1;
@@ -521,6 +540,8 @@ fn a_card_failing_under_the_agent_is_announced_around_and_a_kill_9_then_a_repair
         .wait_log_after(from, |l| l.contains(" stored: id=") && l.contains("ring "), Duration::from_secs(5))
         .unwrap_or_else(|| panic!("no ring stored after the repair; log:\n{}", agent.log()));
     let newest = agent.json("/rings?limit=1")[0]["seq"].as_u64().unwrap();
-    assert!(newest >= next, "ring {newest} reuses a stored number (stored up to {})", next - 1);
+    // (The number the start on the failed card announced is not covered: that run could
+    // record nothing at all.)
+    assert!(newest >= next && newest > announced, "ring {newest} reuses a number the first run announced (up to {announced})");
     assert_eq!(agent.get("/health").0, 200, "{}", agent.get("/health").1);
 }

@@ -5,8 +5,13 @@
 //!
 //! Two 64-byte slots at fixed offsets, each with a generation and a CRC, written in turn in
 //! place: a torn write spoils at most the slot being written, and writing in place needs no
-//! new blocks (they are written once, at creation), so it still works on a full disk. The
-//! issued mark, which no database write backs, is synced when raised; the stored mark is
+//! new blocks (they are written once, at creation), so it still works on a full disk.
+//!
+//! The issued mark on disk is a lease: it runs `LEASE` numbers ahead of the highest one
+//! handed out, and is extended (synced) before a number beyond it is used, so that numbers
+//! announced from memory by a store that then could write nothing at all, not even this
+//! file, are never handed out again after a crash; a clean stop (`settle`) writes the exact
+//! number, so only a crash or a power cut skips numbers (at most `LEASE`). The stored mark is
 //! synced off the ring's path, within `store::MARK_SYNC_DELAY` (one sync for a burst of
 //! rings): a stored mark left in the page cache would lag after a power cut and hide the
 //! very loss it is there to show.
@@ -37,10 +42,16 @@ pub struct HighWater {
     // `Err`: read only, from a disk that refused it at the start, and why (see `read_only`).
     file: Result<File, String>,
     generation: u64,
+    // The highest numbers stored and handed out by this opening (from the file at open).
     marks: Marks,
+    // What the newest slot holds: the stored mark and the lease.
+    written: Marks,
     // What the last sync made durable.
     synced: Marks,
 }
+
+/// Numbers the issued mark runs ahead of those handed out.
+pub const LEASE: u64 = 100;
 
 impl HighWater {
     /// Opens (or creates) the mark file; returns what it held, `None` when it is new or
@@ -57,7 +68,7 @@ impl HighWater {
             crate::durable::sync_parent(path)?;
         }
         let (generation, marks) = best.unwrap_or_default();
-        Ok((HighWater { file: Ok(file), generation, marks, synced: marks }, best.map(|(_, m)| m)))
+        Ok((HighWater { file: Ok(file), generation, marks, written: marks, synced: marks }, best.map(|(_, m)| m)))
     }
 
     /// The marks as the file holds them, for a store that cannot open its files for writing:
@@ -69,53 +80,67 @@ impl HighWater {
             Ok(_) => format!("{}: not opened for writing", path.display()),
         };
         let (generation, marks) = best.unwrap_or_default();
-        HighWater { file: Err(why), generation, marks, synced: marks }
+        HighWater { file: Err(why), generation, marks, written: marks, synced: marks }
     }
 
-    /// The marks as last written.
+    /// The highest numbers stored and handed out (after a crash, the lease it left).
     pub fn marks(&self) -> Marks {
         self.marks
     }
 
     /// Raises the marks to at least `to` (nothing is written when neither grows); `sync`:
-    /// durably before returning, else at the next `sync`.
+    /// durably before returning, else at the next `sync`. A number beyond the lease extends
+    /// it, durably, whatever `sync` says.
     pub fn raise(&mut self, to: Marks, sync: bool) -> io::Result<()> {
         let next = Marks { stored: self.marks.stored.max(to.stored), issued: self.marks.issued.max(to.issued).max(to.stored) };
         if next == self.marks {
             return Ok(());
         }
-        self.write(next)?;
-        if sync {
+        let extend = next.issued > self.written.issued;
+        let lease = if extend { next.issued + LEASE } else { self.written.issued };
+        self.write(Marks { stored: next.stored, issued: lease })?;
+        if sync || extend {
             self.sync()?;
         }
+        self.marks = next;
         Ok(())
     }
 
     /// Makes the marks written so far durable.
     pub fn sync(&mut self) -> io::Result<()> {
-        if self.synced == self.marks {
+        if self.synced == self.written {
             return Ok(());
         }
         self.file()?.sync_data()?;
-        self.synced = self.marks;
+        self.synced = self.written;
         Ok(())
     }
 
     /// The stored marks written but not yet durable: (first, last) ring.
     pub fn unsynced_rings(&self) -> Option<(u64, u64)> {
-        (self.marks.stored > self.synced.stored).then_some((self.synced.stored + 1, self.marks.stored))
+        (self.written.stored > self.synced.stored).then_some((self.synced.stored + 1, self.written.stored))
     }
 
     /// Writes the marks again, durably: whether the file takes writes.
     pub fn rewrite(&mut self) -> io::Result<()> {
-        self.write(self.marks)?;
+        self.write(self.written)?;
+        self.sync()
+    }
+
+    /// Ends the lease at the highest number handed out, durably: for a clean stop, after
+    /// which numbering goes on without a gap.
+    pub fn settle(&mut self) -> io::Result<()> {
+        if self.written.issued != self.marks.issued {
+            self.write(self.marks)?;
+        }
         self.sync()
     }
 
     /// Lowers the stored mark to what the store holds, once a loss has been reported (the
     /// issued mark stays: those numbers were handed out).
     pub fn accept_loss(&mut self, stored: u64) -> io::Result<()> {
-        self.write(Marks { stored, issued: self.marks.issued })?;
+        self.write(Marks { stored, issued: self.written.issued })?;
+        self.marks.stored = stored;
         self.sync()
     }
 
@@ -130,7 +155,7 @@ impl HighWater {
         let offset = OFFSETS[(generation % 2) as usize];
         file.write_all_at(&encode(generation, next), offset)?;
         self.generation = generation;
-        self.marks = next;
+        self.written = next;
         Ok(())
     }
 }
@@ -186,23 +211,31 @@ mod tests {
         assert_eq!(hw.unsynced_rings(), Some((4, 4)));
         hw.sync().unwrap();
         assert_eq!(hw.unsynced_rings(), None);
+        assert_eq!(hw.marks(), Marks { stored: 4, issued: 5 });
+        // A clean stop ends the lease where numbering is.
+        hw.settle().unwrap();
+        drop(hw);
+        let (mut hw, marks) = HighWater::open(&path).unwrap();
+        assert_eq!(marks, Some(Marks { stored: 4, issued: 5 }));
+        // A crash leaves the lease: numbers up to it may have been announced.
+        hw.raise(Marks { stored: 6, issued: 6 }, false).unwrap();
         drop(hw);
         let (hw, marks) = HighWater::open(&path).unwrap();
-        assert_eq!(marks, Some(Marks { stored: 4, issued: 5 }));
-        assert_eq!(hw.marks(), Marks { stored: 4, issued: 5 });
+        assert_eq!(marks, Some(Marks { stored: 6, issued: 6 + LEASE }));
+        assert_eq!(hw.marks(), Marks { stored: 6, issued: 6 + LEASE });
         drop(hw);
 
         // The newest slot torn by a power cut: the one before it stands.
         let file = OpenOptions::new().write(true).open(&path).unwrap();
-        let newest = OFFSETS[(3 % 2) as usize];
+        let newest = OFFSETS[(5 % 2) as usize];
         file.write_all_at(&[0xAB; 20], newest + 10).unwrap();
         drop(file);
         let (_, marks) = HighWater::open(&path).unwrap();
-        assert_eq!(marks, Some(Marks { stored: 3, issued: 5 }));
+        assert_eq!(marks, Some(Marks { stored: 4, issued: 5 }));
 
         // Read only: the marks are there, raising them fails.
         let mut ro = HighWater::read_only(&path);
-        assert_eq!(ro.marks(), Marks { stored: 3, issued: 5 });
+        assert_eq!(ro.marks(), Marks { stored: 4, issued: 5 });
         assert_eq!(ro.raise(Marks { stored: 9, issued: 9 }, true).unwrap_err().kind(), io::ErrorKind::ReadOnlyFilesystem);
         assert_eq!(HighWater::read_only(&dir.path().join("missing")).marks(), Marks::default());
 

@@ -329,6 +329,8 @@ pub struct Store {
     hwm: Arc<Mutex<hwm::HighWater>>,
     // What an opening after the start found wrong, until `maintain` reports it.
     damage: Arc<Mutex<Option<Damage>>>,
+    // Writes in progress, to tell a wedged store (see `stalled`).
+    writes: Arc<InFlight>,
     // Wakes the thread that syncs the stored mark after rings (`sync_marks`).
     mark_sync: std::sync::mpsc::SyncSender<()>,
     // The disk refused the database at the start: what other components read from the
@@ -375,6 +377,7 @@ impl Store {
             hwm: Arc::new(Mutex::new(hwm::HighWater::read_only(&data_dir.join(HWM_FILE)))),
             reserve: Arc::new(space::Reserve::new(data_dir)),
             damage: Arc::new(Mutex::new(None)),
+            writes: Arc::new(InFlight::default()),
             mark_sync,
             started_without_db: opened.is_none(),
             _lock: Arc::new(lock),
@@ -441,6 +444,13 @@ impl Store {
         self.lock_hwm().sync().map_err(|source| StoreError::DataDir { path: self.data_dir.join(HWM_FILE), source })
     }
 
+    /// For a clean stop: flushes, and ends the ring numbers' lease where numbering is, so
+    /// that the next start goes on without a gap.
+    pub fn close(&self) -> Result<(), StoreError> {
+        self.flush()?;
+        self.lock_hwm().settle().map_err(|source| StoreError::DataDir { path: self.data_dir.join(HWM_FILE), source })
+    }
+
     /// Rings `first..=last` are in the database without a durable mark: a loss of them
     /// would go unnoticed, so the store stops until the mark can be written (`recover`).
     fn mark_failed(&self, first: u64, last: u64, error: String) {
@@ -469,6 +479,7 @@ impl Store {
     /// other; a success proves nothing (sled takes writes into memory after a failed flush),
     /// so it leaves a failure standing.
     pub fn write_unflushed<T>(&self, f: impl FnOnce() -> sled::Result<T>) -> Result<T, StoreError> {
+        let _writing = self.writes.start();
         f().map_err(|e| {
             self.failing(sled_message(&e));
             e.into()
@@ -569,9 +580,22 @@ impl Store {
         Ok(())
     }
 
+    /// How long writes have been waiting without any finishing, past `STALL`: sled can hang
+    /// in a flush after a failed write, holding the outbox lock; only a restart ends that.
+    pub fn stalled(&self) -> Option<Duration> {
+        self.writes.stalled().filter(|d| *d >= STALL)
+    }
+
     /// Sets the required `store` check from the last write: a failing one names the error and
     /// the free space left where the store lives, the two things an operator acts on.
     pub fn report_health(&self, health: &Board) {
+        if let Some(stalled) = self.stalled() {
+            let detail = format!(
+                "not writable: a write has not returned for {} s (sled is stuck after an I/O error); the watchdog is withheld so that systemd restarts the agent",
+                stalled.as_secs()
+            );
+            return health.set("store", Importance::Required, false, detail);
+        }
         match self.write_error() {
             None => {
                 let detail = self.low_space().map_or_else(|| "writable".to_string(), |low| format!("writable; {low}"));
@@ -1029,6 +1053,44 @@ impl Store {
     }
 }
 
+/// How long writes may wait without one finishing before the store counts as stuck.
+pub const STALL: Duration = Duration::from_secs(10);
+
+/// Writes in progress, and when the store last made progress (a write started on an idle
+/// store, or one finished).
+#[derive(Default)]
+struct InFlight {
+    count: AtomicUsize,
+    progress: Mutex<Option<Instant>>,
+}
+
+impl InFlight {
+    fn start(&self) -> Writing<'_> {
+        if self.count.fetch_add(1, Ordering::SeqCst) == 0 {
+            *self.progress.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        }
+        Writing(self)
+    }
+
+    /// How long writes have waited without progress; `None` when none waits.
+    fn stalled(&self) -> Option<Duration> {
+        if self.count.load(Ordering::SeqCst) == 0 {
+            return None;
+        }
+        self.progress.lock().unwrap_or_else(|p| p.into_inner()).map(|t| t.elapsed())
+    }
+}
+
+/// One write in progress; its end is progress.
+struct Writing<'a>(&'a InFlight);
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        *self.0.progress.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        self.0.count.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// How long the mark's syncer waits after a ring before it syncs: rings of a burst share it.
 pub const MARK_SYNC_DELAY: Duration = Duration::from_millis(20);
 
@@ -1464,6 +1526,7 @@ mod tests {
             }
             // A ring announced from memory while the store could not write, then lost.
             s.keep_ring(ring(9), Vec::new(), Vec::new());
+            s.close().unwrap();
         }
         std::fs::remove_dir_all(dir.path().join("db")).unwrap();
         let (s, damage) = open(dir.path(), &StoreConfig::default());
@@ -1473,11 +1536,18 @@ mod tests {
         assert!(damage.unwrap().message().starts_with("the store came back without rings 1..=8 that it had reported stored"));
         assert_eq!(s.last_ring_seq(), 9, "numbers handed out are never handed out again");
         s.put_ring(&ring(10), &[]).unwrap();
+        s.close().unwrap();
         drop(s);
         // Reported once: the next start finds what the mark says.
         let (s, damage) = open(dir.path(), &StoreConfig::default());
         assert!(damage.is_none(), "{damage:?}");
         assert_eq!(s.last_ring_seq(), 10);
+        // After a crash, numbering skips what the lease covered: nothing announced from
+        // memory before it is numbered again.
+        s.keep_ring(ring(11), Vec::new(), Vec::new());
+        drop(s);
+        let (s, _) = open(dir.path(), &StoreConfig::default());
+        assert_eq!(s.last_ring_seq(), 11 + hwm::LEASE);
     }
 
     #[test]
