@@ -351,19 +351,25 @@ impl Drop for Card {
     }
 }
 
-#[test]
-fn a_card_read_only_at_the_start_still_announces_every_ring_and_the_agent_restarts_once_it_is_writable() {
-    let Some(card) = Card::start() else { return };
+/// A card, a broker and a subscriber, and an agent on the card that has stored three rings.
+fn card_with_three_rings() -> Option<(Card, Rumqttd, Watcher, PathBuf, Agent)> {
+    let card = Card::start()?;
     let broker = Rumqttd::start();
     let watcher = Watcher::start(broker.port, &["doorbell/test-door/events/ring", "doorbell/test-door/alerts"]);
     let cfg = card.dir.path().join("config.toml");
     let store = "[store]\nmin_free_mib = 1\n";
     std::fs::write(&cfg, config(&card.data, &format!("{NO_CAMERA}{store}{}", mqtt_section(broker.port, "")))).unwrap();
-    let mut agent = card.agent(&cfg);
+    let agent = card.agent(&cfg);
     for _ in 0..3 {
         agent.post("/simulate/press");
     }
     agent.wait_log(|l| l.contains("ring 3 stored"), Duration::from_secs(5)).expect("ring 3 stored");
+    Some((card, broker, watcher, cfg, agent))
+}
+
+#[test]
+fn a_card_read_only_at_the_start_still_announces_every_ring_and_the_agent_restarts_once_it_is_writable() {
+    let Some((card, _broker, watcher, cfg, mut agent)) = card_with_three_rings() else { return };
     assert_eq!(agent.signal(libc::SIGTERM).0.code(), Some(0));
 
     // The card comes back read-only (an operator's remount, or fsck at boot refusing it
@@ -404,17 +410,7 @@ fn a_card_read_only_at_the_start_still_announces_every_ring_and_the_agent_restar
 
 #[test]
 fn a_card_failing_under_the_agent_is_announced_around_and_a_kill_9_then_a_repair_loses_nothing_stored() {
-    let Some(card) = Card::start() else { return };
-    let broker = Rumqttd::start();
-    let watcher = Watcher::start(broker.port, &["doorbell/test-door/events/ring", "doorbell/test-door/alerts"]);
-    let cfg = card.dir.path().join("config.toml");
-    let store = "[store]\nmin_free_mib = 1\n";
-    std::fs::write(&cfg, config(&card.data, &format!("{NO_CAMERA}{store}{}", mqtt_section(broker.port, "")))).unwrap();
-    let mut agent = card.agent(&cfg);
-    for _ in 0..3 {
-        agent.post("/simulate/press");
-    }
-    agent.wait_log(|l| l.contains("ring 3 stored"), Duration::from_secs(5)).expect("ring 3 stored");
+    let Some((card, _broker, watcher, cfg, mut agent)) = card_with_three_rings() else { return };
 
     // The card's writes fail (EIO); the kernel remounts it read-only (EROFS).
     let pad = card.break_writes();
