@@ -79,6 +79,12 @@ fn data_dir(dir: &Path) -> Finding {
     });
     let _ = std::fs::remove_file(&probe);
     if let Err(e) = written {
+        let fix = match e.raw_os_error() {
+            Some(libc::EROFS) => "the card is read-only (the kernel remounts it so after I/O errors): see `dmesg`, run `fsck` on it at the next boot, and replace it if it happens again".to_string(),
+            Some(libc::EIO) => "the card reports I/O errors: see `dmesg`, and replace it".to_string(),
+            Some(libc::ENOSPC | libc::EDQUOT) => "free space on the SD card: the agent announces rings from memory meanwhile".to_string(),
+            _ => fix,
+        };
         return finding("data_dir", Verdict::Fail, format!("{} is not writable: {e}", dir.display()), fix);
     }
     let Some((used, free)) = crate::sampler::disk_usage(dir) else {
