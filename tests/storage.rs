@@ -218,6 +218,7 @@ fn a_full_disk_announces_every_ring_fails_health_and_recovers_by_itself_once_fre
     wait_all_announced(&disk.watcher, presses);
     let refused = unstored(&events(&disk.watcher));
     assert!(refused.len() >= 4 && refused.contains(&presses), "events marked stored: false: {refused:?}");
+    eprintln!("{presses} presses, {presses} ring events, {} of them stored: false", refused.len());
     let raised = wait_store_alert(&disk.watcher, "raised", alerts_before);
     assert_eq!((&raised["severity"], &raised["stored"]), (&"critical".into(), &false.into()), "{raised}");
     assert!(raised["message"].as_str().unwrap().contains("No space left on device (os error 28)"), "{raised}");
