@@ -441,14 +441,19 @@ impl Store {
     pub fn flush(&self) -> Result<(), StoreError> {
         let g = self.gen()?;
         self.write(|| g.db.flush().map(drop))?;
-        self.lock_hwm().sync().map_err(|source| StoreError::DataDir { path: self.data_dir.join(HWM_FILE), source })
+        self.lock_hwm().sync().map_err(|source| self.mark_error(source))
+    }
+
+    /// The mark file's I/O error, named with its path.
+    fn mark_error(&self, source: std::io::Error) -> StoreError {
+        StoreError::DataDir { path: self.data_dir.join(HWM_FILE), source }
     }
 
     /// For a clean stop: flushes, and ends the ring numbers' lease where numbering is, so
     /// that the next start goes on without a gap.
     pub fn close(&self) -> Result<(), StoreError> {
         self.flush()?;
-        self.lock_hwm().settle().map_err(|source| StoreError::DataDir { path: self.data_dir.join(HWM_FILE), source })
+        self.lock_hwm().settle().map_err(|source| self.mark_error(source))
     }
 
     /// Rings `first..=last` are in the database without a durable mark: a loss of them
@@ -522,7 +527,7 @@ impl Store {
         }
         self.release_reserve_if_full();
         // Reopening while the disk still refuses would trade a working read side for nothing.
-        let room = crate::durable::free_space(&self.data_dir).is_ok_and(|free| free >= REOPEN_MIN_FREE);
+        let room = self.free().is_some_and(|free| free >= REOPEN_MIN_FREE);
         let dir_probe = self.data_dir.join("store.probe");
         if !room || crate::durable::write_file(&dir_probe, b"probe", 0o600).is_err() {
             let _ = std::fs::remove_file(crate::durable::sibling(&dir_probe, ".tmp"));

@@ -78,7 +78,7 @@ pub struct Shed {
 
 impl Store {
     /// Free bytes where the store lives; `None` when the file system cannot say.
-    fn free(&self) -> Option<u64> {
+    pub(super) fn free(&self) -> Option<u64> {
         crate::durable::free_space(&self.data_dir).ok()
     }
 
