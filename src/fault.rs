@@ -7,6 +7,8 @@
 //!   fault travels inside the artifact, not in the device's environment.
 //! - Crash points: with `DOORBELL_CRASH_AFTER_STEP=N` the process SIGKILLs itself right after
 //!   its N-th durable step (write, fsync, rename, directory fsync, symlink).
+//! - A hung store: with `DOORBELL_STORE_HANG=FILE` every record write hangs while FILE
+//!   exists, as sled's flush does on a failing card.
 
 /// A misbehaviour an agent build can carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,10 +97,21 @@ mod imp {
             unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
         }
     }
+
+    pub fn store_write() {
+        let Some(flag) = std::env::var_os("DOORBELL_STORE_HANG") else { return };
+        let flag = std::path::Path::new(&flag);
+        if flag.exists() {
+            eprintln!("fault injection: a store write hangs while {} exists", flag.display());
+            while flag.exists() {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+    }
 }
 
 #[cfg(feature = "fault-injection")]
-pub use imp::{active, step, MARKER};
+pub use imp::{active, step, store_write, MARKER};
 
 /// The fault this build carries (never any in a release build).
 #[cfg(not(feature = "fault-injection"))]
@@ -111,3 +124,8 @@ pub fn active() -> Option<Fault> {
 #[cfg(not(feature = "fault-injection"))]
 #[inline(always)]
 pub fn step(_label: &str) {}
+
+/// The store writes a record (a hang point in test builds; nothing in a release build).
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub fn store_write() {}

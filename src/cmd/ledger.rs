@@ -129,9 +129,10 @@ impl Ledger {
             local,
         };
         let tree = self.tree()?;
-        self.store.write(|| {
-            tree.insert(id.as_bytes(), encode(&record))?;
-            tree.flush().map(drop)
+        let (written, key, value) = (tree.clone(), id.as_bytes().to_vec(), encode(&record));
+        self.store.write(move || {
+            written.insert(key, value)?;
+            written.flush().map(drop)
         })?;
         if tree.len() > KEEP + KEEP / 10 {
             self.prune()?;

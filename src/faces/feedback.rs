@@ -46,11 +46,12 @@ impl Feedback {
         let drop_keys: Vec<Vec<u8>> =
             self.recent.iter().take((self.recent.len() + 1).saturating_sub(self.window)).map(|(k, _)| k.clone()).collect();
         let tree = self.store.tree(super::TREE).map_err(|e| ControlError::Store(e.to_string()))?;
+        let (record, written_key, dropped) = (store::encode(&FaceRecord::FeedbackV1(entry.clone())), key.clone(), drop_keys.clone());
         self.store
-            .write(|| {
-                tree.insert(&key[..], store::encode(&FaceRecord::FeedbackV1(entry.clone())))?;
-                for k in &drop_keys {
-                    tree.remove(&k[..])?;
+            .write(move || {
+                tree.insert(written_key, record)?;
+                for k in dropped {
+                    tree.remove(k)?;
                 }
                 tree.flush().map(drop)
             })

@@ -182,7 +182,7 @@ impl Gallery {
         let key = person_key(name);
         let tree = self.tree()?;
         self.store
-            .write(|| {
+            .write(move || {
                 tree.remove(key)?;
                 tree.flush().map(drop)
             })
@@ -231,10 +231,11 @@ impl Gallery {
             }
         }
         let tree = self.tree()?;
+        let records: Vec<_> = people.iter().map(|p| (person_key(&p.name), store::encode(&FaceRecord::PersonV1(p.clone())))).collect();
         self.store
-            .write(|| {
-                for p in &people {
-                    tree.insert(person_key(&p.name), store::encode(&FaceRecord::PersonV1(p.clone())))?;
+            .write(move || {
+                for (key, record) in records {
+                    tree.insert(key, record)?;
                 }
                 tree.flush().map(drop)
             })
@@ -248,10 +249,10 @@ impl Gallery {
 
     fn save(&self, record: &PersonV1) -> Result<(), ControlError> {
         let value = store::encode(&FaceRecord::PersonV1(record.clone()));
-        let tree = self.tree()?;
+        let (tree, key) = (self.tree()?, person_key(&record.name));
         self.store
-            .write(|| {
-                tree.insert(person_key(&record.name), value)?;
+            .write(move || {
+                tree.insert(key, value)?;
                 tree.flush().map(drop)
             })
             .map_err(|e| ControlError::Store(e.to_string()))

@@ -12,6 +12,9 @@ mod hwm;
 mod outbox;
 mod records;
 mod space;
+mod writer;
+
+pub use writer::WRITE_DEADLINE;
 
 pub use records::{decode, encode, AlertState, AlertV1, DecodeError, OutboxV1, Record, RingResult, RingV1, StageMs};
 
@@ -38,6 +41,8 @@ const PROBE: &[u8] = b"write_probe";
 const REOPEN_WAIT: Duration = Duration::from_secs(2);
 /// The free space a reopen needs: sled writes a new segment buffer at once.
 const REOPEN_MIN_FREE: u64 = space::RESERVE_BYTES;
+/// Alerts remembered as landed late (`Store::late_alerts`): a handful hang at most.
+const LATE_ALERTS: usize = 16;
 /// Outbox messages dropped (outbox full) and not yet reported over the fleet link.
 const OUTBOX_DROPS: &[u8] = b"outbox_unreported_drops";
 
@@ -62,6 +67,10 @@ pub enum StoreError {
     /// a write failure (`recover` tries every second).
     #[error("store: the database is not open (the disk refused it; trying again every second)")]
     NotOpen,
+    /// A write did not return within `WRITE_DEADLINE` (or one before it still has not):
+    /// the card is failing or sled is stuck; the caller goes on without the write.
+    #[error("store: a write has not returned for {} s (a failing card, or sled stuck after an I/O error)", .0.as_secs())]
+    Stalled(Duration),
 }
 
 impl StoreError {
@@ -331,6 +340,11 @@ pub struct Store {
     damage: Arc<Mutex<Option<Damage>>>,
     // Writes in progress, to tell a wedged store (see `stalled`).
     writes: Arc<InFlight>,
+    // The thread record writes run on (`on_writer`).
+    writer: std::sync::mpsc::SyncSender<writer::Job>,
+    // Alerts whose first write landed after its caller had given up: their store keys,
+    // so that the engine's next write of them replaces that record instead of adding one.
+    late_alerts: Arc<Mutex<Vec<(String, u64)>>>,
     // Wakes the thread that syncs the stored mark after rings (`sync_marks`).
     mark_sync: std::sync::mpsc::SyncSender<()>,
     // The disk refused the database at the start: what other components read from the
@@ -361,6 +375,7 @@ impl Store {
             Err(e) => return Err(e),
         };
         let (mark_sync, mark_syncs) = std::sync::mpsc::sync_channel(1);
+        let (writer, jobs) = std::sync::mpsc::sync_channel(writer::WRITER_QUEUE);
         let store = Store {
             gen: Arc::new(RwLock::new(None)),
             limits: limits.clone(),
@@ -378,6 +393,8 @@ impl Store {
             reserve: Arc::new(space::Reserve::new(data_dir)),
             damage: Arc::new(Mutex::new(None)),
             writes: Arc::new(InFlight::default()),
+            writer,
+            late_alerts: Arc::new(Mutex::new(Vec::new())),
             mark_sync,
             started_without_db: opened.is_none(),
             _lock: Arc::new(lock),
@@ -395,6 +412,10 @@ impl Store {
         std::thread::Builder::new()
             .name("store-mark".into())
             .spawn(move || sync_marks(syncer, mark_syncs))
+            .map_err(|source| StoreError::DataDir { path: data_dir.to_path_buf(), source })?;
+        std::thread::Builder::new()
+            .name("store-write".into())
+            .spawn(move || writer::run(jobs))
             .map_err(|source| StoreError::DataDir { path: data_dir.to_path_buf(), source })?;
         if store.write_error().is_none() {
             if let Err(e) = store.keep_free() {
@@ -439,9 +460,36 @@ impl Store {
 
     /// Makes every write so far durable, the high-water mark's too.
     pub fn flush(&self) -> Result<(), StoreError> {
+        self.on_writer(|s, _| s.flush_now())
+    }
+
+    fn flush_now(&self) -> Result<(), StoreError> {
         let g = self.gen()?;
-        self.write(|| g.db.flush().map(drop))?;
+        self.write_here(|| g.db.flush().map(drop))?;
         self.lock_hwm().sync().map_err(|source| self.mark_error(source))
+    }
+
+    /// Runs a record write on the writer thread and waits at most `WRITE_DEADLINE` for it:
+    /// past it, or at once while an earlier write still hangs, the caller gets `Stalled` and
+    /// goes on without it (the store counts as failing). A write that returns after its
+    /// caller gave up lands late (`Call::is_late`).
+    fn on_writer<T: Send + 'static>(
+        &self,
+        write: impl FnOnce(&Store, &writer::Call) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        if let Some(hung) = self.writes.stalled().filter(|d| *d >= WRITE_DEADLINE) {
+            return Err(StoreError::Stalled(hung));
+        }
+        let store = self.clone();
+        match writer::call(&self.writer, move |call| write(&store, call)) {
+            Ok(result) => result,
+            Err(writer::Missed::Late) => {
+                let e = StoreError::Stalled(self.writes.stalled().unwrap_or(WRITE_DEADLINE));
+                self.failing(e.to_string());
+                Err(e)
+            }
+            Err(writer::Missed::Gone) => Err(StoreError::NotOpen),
+        }
     }
 
     /// The mark file's I/O error, named with its path.
@@ -470,9 +518,15 @@ impl Store {
         Ok(self.gen()?.db.open_tree(name)?)
     }
 
-    /// Runs a write ending in a flush and remembers whether the store is currently writable,
-    /// for the `store` health check.
-    pub fn write<T>(&self, f: impl FnOnce() -> sled::Result<T>) -> Result<T, StoreError> {
+    /// Runs a write ending in a flush (on the writer, within `WRITE_DEADLINE`: see
+    /// `on_writer`) and remembers whether the store is currently writable, for the `store`
+    /// health check.
+    pub fn write<T: Send + 'static>(&self, f: impl FnOnce() -> sled::Result<T> + Send + 'static) -> Result<T, StoreError> {
+        self.on_writer(move |s, _| s.write_here(f))
+    }
+
+    /// `write` on the calling thread: the writer's own writes.
+    fn write_here<T>(&self, f: impl FnOnce() -> sled::Result<T>) -> Result<T, StoreError> {
         let result = self.write_unflushed(f);
         if result.is_ok() {
             *self.write_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
@@ -506,21 +560,29 @@ impl Store {
     /// again) and the data directory takes a write again (space is back, the file system is
     /// writable again), the database is reopened. Returns whether the store writes.
     pub fn recover(&self) -> bool {
+        if self.writes.stalled().is_some_and(|d| d >= WRITE_DEADLINE) {
+            // A write hangs: nothing here can help (not even a reopen, which needs that
+            // write's handles gone). It returns, or the watchdog restarts the agent (`STALL`).
+            return false;
+        }
         if self.write_error().is_none() {
             return self.write_kept().is_ok();
         }
         // The mark written again, then a tiny flushed write (which alone clears the failure):
         // whether both take writes again.
         let writes = || {
-            let Ok(g) = self.gen() else { return false };
+            if self.gen().is_err() {
+                return false;
+            }
             let mark = self.lock_hwm().rewrite().map_err(|e| self.failing(format!("the high-water mark cannot be written: {e}")));
-            mark.is_ok()
-                && self
-                    .write(|| {
-                        g.meta.insert(PROBE, &b"1"[..])?;
-                        g.db.flush().map(drop)
-                    })
-                    .is_ok()
+            let probe = |s: &Store, _: &writer::Call| {
+                let g = s.gen()?;
+                s.write_here(|| {
+                    g.meta.insert(PROBE, &b"1"[..])?;
+                    g.db.flush().map(drop)
+                })
+            };
+            mark.is_ok() && self.on_writer(probe).is_ok()
         };
         if writes() {
             return self.write_kept().is_ok();
@@ -586,7 +648,7 @@ impl Store {
     }
 
     /// How long writes have been waiting without any finishing, past `STALL`: sled can hang
-    /// in a flush after a failed write, holding the outbox lock; only a restart ends that.
+    /// in a flush after a failed write; only a restart ends that.
     pub fn stalled(&self) -> Option<Duration> {
         self.writes.stalled().filter(|d| *d >= STALL)
     }
@@ -594,9 +656,13 @@ impl Store {
     /// Sets the required `store` check from the last write: a failing one names the error and
     /// the free space left where the store lives, the two things an operator acts on.
     pub fn report_health(&self, health: &Board) {
+        let kept = match self.kept_rings() {
+            0 => String::new(),
+            n => format!("; {n} ring{} kept in memory", if n == 1 { "" } else { "s" }),
+        };
         if let Some(stalled) = self.stalled() {
             let detail = format!(
-                "not writable: a write has not returned for {} s (sled is stuck after an I/O error); the watchdog is withheld so that systemd restarts the agent",
+                "not writable: a write has not returned for {} s (a failing card, or sled stuck after an I/O error); the watchdog is withheld so that systemd restarts the agent{kept}",
                 stalled.as_secs()
             );
             return health.set("store", Importance::Required, false, detail);
@@ -610,10 +676,6 @@ impl Store {
                 let free = match crate::durable::free_space(&self.data_dir) {
                     Ok(bytes) => format!("{:.1} MiB free", bytes as f64 / (1024.0 * 1024.0)),
                     Err(e) => format!("free space unknown: {e}"),
-                };
-                let kept = match self.kept_rings() {
-                    0 => String::new(),
-                    n => format!("; {n} ring{} kept in memory", if n == 1 { "" } else { "s" }),
                 };
                 let detail = format!("not writable: {e} ({free} on {}){kept}", self.data_dir.display());
                 health.set("store", Importance::Required, false, detail);
@@ -659,9 +721,14 @@ impl Store {
 
     /// Stores a ring event durably, with the messages announcing it queued in the same write.
     pub fn put_ring(&self, ring: &RingV1, announce: &[OutboxV1]) -> Result<(), StoreError> {
+        let (ring, announce) = (ring.clone(), announce.to_vec());
+        self.on_writer(move |s, call| s.put_ring_now(call, &ring, &announce))
+    }
+
+    fn put_ring_now(&self, call: &writer::Call, ring: &RingV1, announce: &[OutboxV1]) -> Result<(), StoreError> {
         let record = Record::RingV1(ring.clone()).encode();
         let seq = Record::CounterV1(ring.seq).encode();
-        let added = self.transact(announce, |t| {
+        let added = self.transact(call, announce, |t| {
             t.meta.insert(RING_SEQ, seq.clone())?;
             Ok(t.rings.insert(&ring.seq.to_be_bytes(), record.clone())?.is_none())
         })?;
@@ -701,20 +768,45 @@ impl Store {
 
     /// Stores a new alert durably, with its announcements; returns its store key.
     pub fn insert_alert(&self, alert: &AlertV1, announce: &[OutboxV1]) -> Result<u64, StoreError> {
-        let record = Record::AlertV1(alert.clone()).encode();
-        let key = self.transact(announce, |t| {
-            let key = t.alerts.generate_id()?;
-            t.alerts.insert(&key.to_be_bytes(), record.clone())?;
+        let (alert, announce) = (alert.clone(), announce.to_vec());
+        self.on_writer(move |s, gave_up| {
+            let late = s.lock_late_alerts().iter().position(|(id, _)| *id == alert.id);
+            if let Some(key) = late.map(|i| s.lock_late_alerts().remove(i).1) {
+                // An earlier try landed after all: this write replaces it.
+                s.update_alert_now(gave_up, key, &alert, &announce)?;
+                return Ok(key);
+            }
+            let record = Record::AlertV1(alert.clone()).encode();
+            let key = s.transact(gave_up, &announce, |t| {
+                let key = t.alerts.generate_id()?;
+                t.alerts.insert(&key.to_be_bytes(), record.clone())?;
+                Ok(key)
+            })?;
+            s.counts.alerts.fetch_add(1, Ordering::Relaxed);
+            if gave_up.is_late() {
+                let mut late = s.lock_late_alerts();
+                if late.len() >= LATE_ALERTS {
+                    late.remove(0);
+                }
+                late.push((alert.id.clone(), key));
+            }
             Ok(key)
-        })?;
-        self.counts.alerts.fetch_add(1, Ordering::Relaxed);
-        Ok(key)
+        })
+    }
+
+    fn lock_late_alerts(&self) -> std::sync::MutexGuard<'_, Vec<(String, u64)>> {
+        self.late_alerts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Replaces a stored alert durably (a lifecycle transition), with its announcements.
     pub fn update_alert(&self, key: u64, alert: &AlertV1, announce: &[OutboxV1]) -> Result<(), StoreError> {
+        let (alert, announce) = (alert.clone(), announce.to_vec());
+        self.on_writer(move |s, call| s.update_alert_now(call, key, &alert, &announce))
+    }
+
+    fn update_alert_now(&self, call: &writer::Call, key: u64, alert: &AlertV1, announce: &[OutboxV1]) -> Result<(), StoreError> {
         let record = Record::AlertV1(alert.clone()).encode();
-        self.transact(announce, |t| {
+        self.transact(call, announce, |t| {
             t.alerts.insert(&key.to_be_bytes(), record.clone())?;
             Ok(())
         })
@@ -737,7 +829,8 @@ impl Store {
 
     /// Queues ready-to-send messages durably.
     pub fn outbox_push(&self, messages: &[OutboxV1]) -> Result<(), StoreError> {
-        self.transact(messages, |_| Ok(()))
+        let messages = messages.to_vec();
+        self.on_writer(move |s, call| s.transact(call, &messages, |_| Ok(())))
     }
 
     /// Up to `limit` queued messages after key `after` (from the oldest when `None`), in send
@@ -900,7 +993,11 @@ impl Store {
     /// Takes the count of messages dropped from a full outbox since the last call (durable
     /// across restarts, so a drop while offline is reported once the link is back).
     pub fn take_outbox_drops(&self) -> Result<u64, StoreError> {
-        let _index = self.lock_outbox();
+        // On the writer: the count is read and reset between the writes that raise it.
+        self.on_writer(|s, _| s.take_outbox_drops_now())
+    }
+
+    fn take_outbox_drops_now(&self) -> Result<u64, StoreError> {
         let g = self.gen()?;
         let n = match g.meta.get(OUTBOX_DROPS)? {
             Some(v) => match self.decode(&v) {
@@ -910,7 +1007,7 @@ impl Store {
             None => 0,
         };
         if n > 0 {
-            self.write(|| {
+            self.write_here(|| {
                 g.meta.remove(OUTBOX_DROPS)?;
                 g.db.flush().map(drop)
             })?;
@@ -923,18 +1020,24 @@ impl Store {
     }
 
     /// One durable write: `body` on the core trees plus `announce` queued in the outbox (the
-    /// least severe queued messages dropped to make room), atomically, then flushed.
+    /// least severe queued messages dropped to make room), atomically, then flushed. Runs on
+    /// the writer only, which orders these writes; the outbox lock is not held across the
+    /// write, so that the link can still read and publish while a flush hangs. A write that
+    /// lands after its caller gave up (`call`) queues nothing: the caller has announced the
+    /// record from memory, and writes it again with its announcement if that did not go out.
     fn transact<T>(
         &self,
+        call: &writer::Call,
         announce: &[OutboxV1],
         body: impl Fn(&Trees<'_>) -> Result<T, ConflictableTransactionError<()>>,
     ) -> Result<T, StoreError> {
         let encoded: Vec<Vec<u8>> = announce.iter().map(|m| Record::OutboxV1(m.clone()).encode()).collect();
-        let mut index = self.lock_outbox();
-        let plan = index.plan(&announce.iter().zip(&encoded).map(|(m, bytes)| (m.severity, bytes.len())).collect::<Vec<_>>());
-        let dropped = plan.evict.len() + plan.admit.iter().filter(|a| !**a).count();
+        // The opening is held through the write: a reopen cannot swap the index meanwhile.
         let g = self.gen()?;
-        let (value, keys) = self.write(|| {
+        let plan = self.lock_outbox().plan(&announce.iter().zip(&encoded).map(|(m, bytes)| (m.severity, bytes.len())).collect::<Vec<_>>());
+        let dropped = plan.evict.len() + plan.admit.iter().filter(|a| !**a).count();
+        let (value, keys) = self.write_here(|| {
+            crate::fault::store_write();
             let committed = (&g.rings, &g.alerts, &g.meta, &g.outbox).transaction(|(rings, alerts, meta, outbox)| {
                 let value = body(&Trees { rings, alerts, meta })?;
                 for key in &plan.evict {
@@ -964,12 +1067,19 @@ impl Store {
             g.db.flush()?;
             Ok(committed)
         })?;
+        let queued = if call.is_late() {
+            self.write_unflushed(|| keys.iter().try_for_each(|k| g.outbox.remove(k.to_be_bytes()).map(drop)))?;
+            &[][..]
+        } else {
+            &keys[..]
+        };
+        let mut index = self.lock_outbox();
         let evicted: Vec<Severity> = plan.evict.iter().filter_map(|key| index.remove(*key)).collect();
         let admitted = announce.iter().zip(&encoded).zip(&plan.admit).filter(|(_, admit)| **admit).map(|(m, _)| m);
-        for ((m, bytes), key) in admitted.zip(&keys) {
+        for ((m, bytes), key) in admitted.zip(queued) {
             index.add(*key, m.severity, bytes.len());
         }
-        if let Some(last) = keys.last() {
+        if let Some(last) = queued.last() {
             index.durable = index.durable.max(*last);
         }
         self.mirror_depth(&index);
@@ -978,7 +1088,7 @@ impl Store {
         for severity in evicted.into_iter().chain(refused) {
             self.metrics.outbox_dropped.inc(&[severity.as_str()]);
         }
-        if !keys.is_empty() {
+        if !queued.is_empty() {
             self.outbox_changed.notify_one();
         }
         Ok(value)

@@ -99,10 +99,10 @@ impl History {
 
     /// Appends an entry durably, dropping the oldest beyond `KEPT`.
     pub fn record(&self, entry: &EntryV1) -> Result<(), StoreError> {
-        let tree = self.tree()?;
-        self.store.write(|| {
+        let (tree, record) = (self.tree()?, encode(&UpdateRecord::EntryV1(entry.clone())));
+        self.store.write(move || {
             let next = Self::entries_keys(&tree).last().map_or(1, |k| k + 1);
-            tree.insert(next.to_be_bytes(), encode(&UpdateRecord::EntryV1(entry.clone())))?;
+            tree.insert(next.to_be_bytes(), record)?;
             let keys = Self::entries_keys(&tree);
             for k in keys.iter().take(keys.len().saturating_sub(KEPT)) {
                 tree.remove(k.to_be_bytes())?;
@@ -148,8 +148,9 @@ impl History {
         let new: Vec<Outcome> = state.outcomes.iter().filter(|o| o.id > done).cloned().collect();
         for o in &new {
             self.record(&EntryV1::from_outcome(o))?;
-            self.store.write(|| {
-                tree.insert(IMPORTED, encode(&UpdateRecord::ImportedV1(o.id)))?;
+            let (tree, marker) = (tree.clone(), encode(&UpdateRecord::ImportedV1(o.id)));
+            self.store.write(move || {
+                tree.insert(IMPORTED, marker)?;
                 tree.flush().map(drop)
             })?;
         }
