@@ -85,6 +85,15 @@ else
     fail "systemd-analyze verify $UNIT.service (exit $rc)" "$out"
 fi
 
+# The sandbox's exposure as systemd scores it (issue 16: at most 2.0).
+out=$(tb_exec systemd-analyze security --offline=yes --threshold=20 "$UNIT_FILE" 2>&1); rc=$?
+score=$(grep -o 'Overall exposure level for [^:]*: [0-9.]*' <<<"$out" | awk '{print $NF}')
+if [[ $rc == 0 && -n "$score" ]]; then
+    pass "systemd-analyze security: exposure $score (at most 2.0)"
+else
+    fail "systemd-analyze security: exposure ${score:-?} above 2.0 (exit $rc)" "$(grep '✗' <<<"$out")"
+fi
+
 # --- 3. config validates, as the service user ------------------------------------------------
 out=$(tb_exec runuser -u doorbell -- doorbell-agent check-config --config /etc/doorbell-agent/config.toml 2>&1); rc=$?
 if [[ $rc == 0 ]]; then pass "check-config accepts the container config"; else fail "check-config (exit $rc)" "$out"; fi
