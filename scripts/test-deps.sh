@@ -10,6 +10,8 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v zstd >/dev/null 2>&1 || need+=(zstd)
 command -v strip >/dev/null 2>&1 || need+=(binutils)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+# The fleet tests sign a command with another language's ed25519 (Python's cryptography).
+python3 -c 'import cryptography' >/dev/null 2>&1 || need+=(python3-cryptography)
 # The shipping tests (scripts/test-ship.sh): deploy.sh's ssh client and the socat that carries
 # it into a container's network namespace; flash.sh's test image (partition table, FAT).
 command -v ssh >/dev/null 2>&1 || need+=(openssh-client)

@@ -429,8 +429,8 @@ pub struct MqttConfig {
     pub reconnect_max: Duration,
     /// Largest command payload accepted; larger ones are answered `failed`.
     pub max_command_bytes: usize,
-    /// Fleet public key (ed25519, base64); when set, commands that change the device must be
-    /// signed with it.
+    /// Fleet public key (ed25519, base64); when set, every MQTT command but `ping` and
+    /// `config/get` must be signed with it.
     pub command_key: Option<String>,
     /// Publish Home Assistant MQTT discovery for this doorbell.
     pub home_assistant: bool,

@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::process::Command;
 use std::time::Duration;
 
 use common::mqtt::{mqtt_section, Mosquitto, Msg, Proxy, Rumqttd, Watcher};
@@ -388,18 +389,57 @@ fn signed_commands_are_required_when_a_fleet_key_is_set() {
     let r = final_response(&watcher, "unsigned");
     assert_eq!(r["status"], "failed");
     assert!(r["reason"].as_str().unwrap().starts_with("not authorised"), "{r}");
-    // Forged: a signature copied onto other arguments.
-    watcher.publish(&format!("{P}/cmd/config/set"), r#"{"id":"forged","gpio.burst":4,"expires":"2099-01-01T00:00:00Z","sig":"AAAA"}"#);
-    assert!(final_response(&watcher, "forged")["reason"].as_str().unwrap().starts_with("not authorised"));
+    // Forged: a signature that is not the fleet key's.
+    let text = r#"{"id":"forged","name":"config/set","target":"test-door","expires":"2099-01-01T00:00:00Z","args":{"gpio.burst":4}}"#;
+    let forged = serde_json::json!({"signed": text, "sig": "A".repeat(86) + "=="});
+    watcher.publish(&format!("{P}/cmd/config/set"), forged.to_string());
+    assert_eq!(final_response(&watcher, "forged")["reason"], "not authorised: bad signature");
+    // The signature fields beside the arguments (not how a signed command looks): named.
+    watcher.publish(&format!("{P}/cmd/config/set"), r#"{"id":"flat","gpio.burst":4,"expires":"2099-01-01T00:00:00Z","sig":"AAAA"}"#);
+    assert!(final_response(&watcher, "flat")["reason"].as_str().unwrap().contains("a signed command is {\"signed\": TEXT"));
     // Read-only commands need no signature.
     watcher.publish(&format!("{P}/cmd/ping"), r#"{"id":"p"}"#);
     assert_eq!(final_response(&watcher, "p")["status"], "successful");
+    // The gallery is biometric data: reading it needs the key too.
+    watcher.publish(&format!("{P}/cmd/face/export"), r#"{"id":"export"}"#);
+    assert!(final_response(&watcher, "export")["reason"].as_str().unwrap().starts_with("not authorised"));
     // Signed by the CLI with the fleet key: executed.
     let key = key_file.to_str().unwrap();
     let (code, out, _) = fleet(broker.port, &["send", "test-door", "config/set", "--arg", "gpio.burst=4", "--sign-key", key, "--wait"]);
     assert_eq!(code, 0, "{out}");
-    assert!(agent.metric("doorbell_security_events_total{kind=\"command_not_authorised\"}") >= 2.0);
+    // Signed by another language's library (Python's `cryptography`, its own JSON layout):
+    // the agent checks the bytes as sent, so it accepts them, and refuses them changed.
+    let python = |id: &str, tamper: &str| {
+        let out = Command::new("python3").args(["-c", PYTHON_SIGNER, key, "test-door", id, tamper]).output().expect("python3");
+        assert!(
+            out.status.success(),
+            "the Python signer failed (scripts/test-deps.sh installs python3-cryptography): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    watcher.publish(&format!("{P}/cmd/status"), python("py-signed", ""));
+    let r = final_response(&watcher, "py-signed");
+    assert_eq!(r["status"], "successful", "{r}");
+    watcher.publish(&format!("{P}/cmd/status"), python("py-tampered", "tamper"));
+    assert_eq!(final_response(&watcher, "py-tampered-x")["reason"], "not authorised: bad signature");
+    assert!(agent.metric("doorbell_security_events_total{kind=\"command_not_authorised\"}") >= 4.0);
 }
+
+/// Signs `status` for device argv[2] with the key file argv[1] as a fleet tool in Python
+/// would; with argv[4] set, changes the id after signing.
+const PYTHON_SIGNER: &str = r#"
+import base64, datetime, json, sys
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+key_file, target, cid, tamper = sys.argv[1:5]
+key = Ed25519PrivateKey.from_private_bytes(base64.b64decode(open(key_file).read().strip()))
+expires = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+text = json.dumps({"name": "status", "id": cid, "target": target, "expires": expires, "args": {}}, indent=1)
+sig = base64.b64encode(key.sign(text.encode())).decode()
+if tamper:
+    text = text.replace(cid, cid + "-x")
+print(json.dumps({"signed": text, "sig": sig}))
+"#;
 
 #[test]
 fn config_set_is_applied_live_by_the_components_that_own_the_keys() {

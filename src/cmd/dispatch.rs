@@ -42,7 +42,7 @@ pub struct Inbound {
 #[derive(Debug)]
 pub enum Origin {
     /// `P/cmd/{name}` over MQTT: `{id, ...args}`, answered on `P/cmd/res` through the outbox;
-    /// commands that change the device must be signed when `mqtt.command_key` is set.
+    /// commands must be signed when `mqtt.command_key` is set (`Command::needs_signature`).
     Fleet(CommandTopic),
     /// A line on the local control socket: `{id, name, args}`, answered on that connection
     /// only (capacity `LOCAL_STEPS`). Authorised by the socket's file permissions, so no
@@ -93,7 +93,7 @@ pub struct Dispatcher {
     /// Largest local answer (`control.max_request_mib`: what the socket accepts as a request,
     /// so an exported gallery can always be imported again).
     pub max_local_bytes: usize,
-    /// Fleet key that device-changing MQTT commands must be signed with.
+    /// Fleet key that MQTT commands must be signed with (`Command::needs_signature`).
     pub key: Option<VerifyingKey>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
@@ -218,7 +218,7 @@ impl Dispatcher {
             Ok(command) => command,
             Err(reason) => return Verdict::Answer(Response::failed(&id, &name, reason)),
         };
-        if let (true, true, Some(key)) = (origin.is_fleet(), command.changes_device(), &self.key) {
+        if let (true, true, Some(key)) = (origin.is_fleet(), command.needs_signature(), &self.key) {
             if let Err(reason) = auth::verify(key, &request, &self.ctx.view.info.device_id, crate::time::now_ms()) {
                 self.metrics.security_events.inc(&["command_not_authorised"]);
                 return Verdict::Answer(Response::failed(&id, &name, reason));

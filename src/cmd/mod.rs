@@ -22,7 +22,7 @@ mod restart;
 mod status;
 mod update;
 
-pub use auth::{sign, signed_message};
+pub use auth::{command_text, sign};
 pub use dispatch::{Context, Dispatcher, Inbound, Origin, LOCAL_STEPS};
 pub use ledger::Ledger;
 
@@ -121,44 +121,83 @@ impl Response {
     }
 }
 
-/// A parsed request: `{id, ...args}` sent to `P/cmd/{name}`.
+/// A parsed request: `{id, ...args}` sent to `P/cmd/{name}`, or signed (see `auth`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Request {
     /// Caller-chosen id; repeats are answered from the ledger.
     pub id: String,
     /// Command name.
     pub name: String,
-    /// Arguments: every field but `id`, `sig` and `expires`.
+    /// Arguments: every field but `id`.
     pub args: Map<String, Value>,
-    /// Signature fields, when present.
-    pub sig: Option<String>,
-    /// Signature expiry (RFC 3339), when present.
-    pub expires: Option<String>,
+    /// The fleet signature, when the request came signed.
+    pub signed: Option<Signed>,
     /// Sent to `{prefix}/all/cmd/{name}`.
     pub broadcast: bool,
+}
+
+/// A signed request's text, as sent, and what it binds besides the command.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Signed {
+    /// The command JSON that was signed, byte for byte.
+    pub text: String,
+    /// Base64 ed25519 signature over `text`.
+    pub sig: String,
+    /// The device id it is for, or `all`.
+    pub target: String,
+    /// RFC 3339 time after which it is refused.
+    pub expires: String,
 }
 
 /// Longest accepted request id.
 const MAX_ID: usize = 128;
 
+/// The shape of a signed request, for errors.
+const SIGNED_SHAPE: &str = "a signed command is {\"signed\": TEXT, \"sig\": SIG}, TEXT the command as JSON \
+     {\"id\", \"name\", \"target\", \"expires\", \"args\"}, SIG the base64 ed25519 signature of TEXT";
+
 impl Request {
-    /// Parses an MQTT payload `{id, ...args}` of command `name`; the error is the `failed` reason.
+    /// Parses an MQTT payload `{id, ...args}` of command `name`, or a signed one
+    /// `{signed, sig}`; the error is the `failed` reason.
     pub fn parse(name: &str, broadcast: bool, payload: &[u8], max_bytes: usize) -> Result<Request, String> {
         if payload.len() > max_bytes {
             return Err(format!("too large: {} bytes, the limit is {max_bytes}", payload.len()));
         }
-        let Value::Object(fields) = json(payload)? else {
+        let Value::Object(mut fields) = json(payload)? else {
             return Err("malformed request: the payload must be a JSON object {\"id\": ..., args}".into());
         };
-        Request::from_fields(name.into(), broadcast, fields)
+        if !fields.contains_key("signed") {
+            if fields.contains_key("sig") || fields.contains_key("expires") {
+                return Err(format!("malformed request: `sig` and `expires` do not go beside the arguments: {SIGNED_SHAPE}"));
+            }
+            return Request::from_fields(name.into(), broadcast, fields);
+        }
+        let (text, sig) = (string("signed", &mut fields)?, string("sig", &mut fields)?);
+        if let Some(key) = fields.keys().next() {
+            return Err(format!("malformed request: unknown field `{key}`: {SIGNED_SHAPE}"));
+        }
+        let Value::Object(mut inner) = json(text.as_bytes())? else {
+            return Err(format!("malformed request: {SIGNED_SHAPE}"));
+        };
+        let (target, expires) = (string("target", &mut inner)?, string("expires", &mut inner)?);
+        let request = Request::from_nested(inner, broadcast, SIGNED_SHAPE)?;
+        if request.name != name {
+            return Err(format!("malformed request: the signed command is `{}`, sent to the topic of `{name}`", request.name));
+        }
+        Ok(Request { signed: Some(Signed { text, sig, target, expires }), ..request })
     }
 
     /// Parses a line of the local control socket, `{"id", "name", "args"?}` (its size was
     /// bounded by the socket); the error is the `failed` reason.
     pub fn parse_local(line: &[u8]) -> Result<Request, String> {
-        let Value::Object(mut fields) = json(line)? else {
+        let Value::Object(fields) = json(line)? else {
             return Err("malformed request: a line must be a JSON object {\"id\", \"name\", \"args\"}".into());
         };
+        Request::from_nested(fields, false, "a request is {\"id\", \"name\", \"args\"}")
+    }
+
+    /// A request `{"id", "name", "args"?}` (`shape` says so in errors).
+    fn from_nested(mut fields: Map<String, Value>, broadcast: bool, shape: &str) -> Result<Request, String> {
         let name = match fields.remove("name") {
             Some(Value::String(name)) if !name.is_empty() => name,
             Some(_) => return Err("bad arguments: `name` must be a command name".into()),
@@ -170,30 +209,32 @@ impl Request {
             Some(_) => return Err("bad arguments: `args` must be a JSON object".into()),
         };
         if let Some(key) = fields.keys().find(|k| *k != "id") {
-            return Err(format!("malformed request: unknown field `{key}` (a request is {{\"id\", \"name\", \"args\"}})"));
+            return Err(format!("malformed request: unknown field `{key}` ({shape})"));
         }
         if args.contains_key("id") {
             return Err("bad arguments: `id` belongs beside `name`, not in `args`".into());
         }
         fields.extend(args);
-        Request::from_fields(name, false, fields)
+        Request::from_fields(name, broadcast, fields)
     }
 
-    /// Takes `id`, `sig` and `expires` out of the fields; the rest are the arguments.
+    /// Takes `id` out of the fields; the rest are the arguments.
     fn from_fields(name: String, broadcast: bool, mut args: Map<String, Value>) -> Result<Request, String> {
         let id = match args.remove("id") {
             Some(Value::String(id)) if !id.is_empty() && id.len() <= MAX_ID && !id.chars().any(char::is_control) => id,
             Some(_) => return Err(format!("bad arguments: `id` must be a string of 1 to {MAX_ID} printable characters")),
             None => return Err("bad arguments: missing `id`".into()),
         };
-        let text = |key: &str, args: &mut Map<String, Value>| match args.remove(key) {
-            None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s)),
-            Some(_) => Err(format!("bad arguments: `{key}` must be a string")),
-        };
-        let sig = text("sig", &mut args)?;
-        let expires = text("expires", &mut args)?;
-        Ok(Request { id, name, args, sig, expires, broadcast })
+        Ok(Request { id, name, args, signed: None, broadcast })
+    }
+}
+
+/// Takes the string field `key` out of a request object.
+fn string(key: &str, fields: &mut Map<String, Value>) -> Result<String, String> {
+    match fields.remove(key) {
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(format!("malformed request: `{key}` must be a string")),
+        None => Err(format!("malformed request: missing `{key}`: {SIGNED_SHAPE}")),
     }
 }
 
@@ -336,18 +377,12 @@ impl Command {
         })
     }
 
-    /// Commands that change the device; with `mqtt.command_key` set they must be signed.
-    pub fn changes_device(&self) -> bool {
-        matches!(
-            self,
-            Command::ConfigSet(_)
-                | Command::Restart(_)
-                | Command::FaceEnroll(_)
-                | Command::FaceRemove(_)
-                | Command::FaceImport(_)
-                | Command::Update(_)
-                | Command::Rollback(_)
-        )
+    /// Commands that must be signed when `mqtt.command_key` is set: all that change the
+    /// device or read biometric data (the gallery, and the names of the people who rang in
+    /// `status`, `logs` and a `press`'s ring). Only `ping` and `config/get` (whose password
+    /// is redacted) are not.
+    pub fn needs_signature(&self) -> bool {
+        !matches!(self, Command::Ping(_) | Command::ConfigGet(_))
     }
 
     /// Commands whose success ends this run (exit 75); the next run answers them.
@@ -394,7 +429,13 @@ mod tests {
         assert_eq!(parse("{}").unwrap_err(), "bad arguments: missing `id`");
         assert!(parse(r#"{"id": 7}"#).unwrap_err().contains("`id` must be a string"));
         assert!(parse(r#"{"id": ""}"#).unwrap_err().contains("`id` must be a string"));
-        assert!(parse(r#"{"id": "a", "sig": 1}"#).unwrap_err().contains("`sig` must be a string"));
+        assert!(parse(r#"{"id": "a", "sig": "AAAA"}"#).unwrap_err().contains("do not go beside the arguments"));
+        assert!(parse(r#"{"signed": "{}", "sig": 1}"#).unwrap_err().contains("`sig` must be a string"));
+        assert!(parse(r#"{"signed": "{}", "sig": "AAAA", "id": "a"}"#).unwrap_err().contains("unknown field `id`"));
+        assert!(parse(r#"{"signed": "[]", "sig": "AAAA"}"#).unwrap_err().contains("a signed command is"));
+        let inner = r#"{\"id\": \"a\", \"name\": \"restart\", \"target\": \"d\", \"expires\": \"x\"}"#;
+        let misdirected = parse(&format!(r#"{{"signed": "{inner}", "sig": "AAAA"}}"#)).unwrap_err();
+        assert!(misdirected.contains("the signed command is `restart`, sent to the topic of `ping`"), "{misdirected}");
         let big = format!(r#"{{"id": "a", "x": "{}"}}"#, "y".repeat(2000));
         assert!(parse(&big).unwrap_err().starts_with("too large"));
     }
@@ -422,7 +463,7 @@ mod tests {
     fn local_lines_carry_the_name_and_the_arguments_apart() {
         let ok = Request::parse_local(br#"{"id":"l1","name":"face/remove","args":{"name":"ann"}}"#).unwrap();
         assert_eq!((ok.id.as_str(), ok.name.as_str(), ok.args["name"].as_str()), ("l1", "face/remove", Some("ann")));
-        assert!(!ok.broadcast && ok.sig.is_none());
+        assert!(!ok.broadcast && ok.signed.is_none());
         assert!(Request::parse_local(br#"{"id":"l2","name":"ping"}"#).unwrap().args.is_empty(), "args are optional");
         let err = |line: &str| Request::parse_local(line.as_bytes()).unwrap_err();
         assert!(err("{nope").starts_with("malformed JSON"));
@@ -442,7 +483,9 @@ mod tests {
         assert!(matches!(Command::parse(&req("face/export", r#"{"id":"1"}"#)), Ok(Command::FaceExport(_))));
         assert!(Command::parse(&req("face/export", r#"{"id":"1","x":1}"#)).unwrap_err().contains("takes none"));
         let import = Command::parse(&req("face/import", r#"{"id":"1","file":"AAAA"}"#)).unwrap();
-        assert!(import.changes_device(), "an import must be signed when mqtt.command_key is set");
+        assert!(import.needs_signature(), "an import must be signed when mqtt.command_key is set");
+        let export = Command::parse(&req("face/export", r#"{"id":"1"}"#)).unwrap();
+        assert!(export.needs_signature(), "the gallery is biometric data");
         assert!(Command::parse(&req("face/import", r#"{"id":"1"}"#)).unwrap_err().contains("missing `file`"));
         assert!(Command::parse(&req("face/import", r#"{"id":"1","file":"%%"}"#)).unwrap_err().contains("not base64"));
         assert!(matches!(Command::parse(&req("face/feedback", r#"{"id":"1","ring":3,"correct":true}"#)), Ok(Command::FaceFeedback(_))));

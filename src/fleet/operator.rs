@@ -269,7 +269,7 @@ fn parse_args(args: &[String]) -> anyhow::Result<Map<String, Value>> {
     let mut map = Map::new();
     for arg in args {
         let (k, v) = arg.split_once('=').with_context(|| format!("--arg {arg}: expected KEY=VALUE"))?;
-        if ["id", "sig", "expires"].contains(&k) {
+        if ["id", "sig", "expires", "signed"].contains(&k) {
             bail!("--arg {k}: set by `fleet send` itself");
         }
         map.insert(k.to_string(), serde_json::from_str(v).unwrap_or_else(|_| Value::from(v)));
@@ -362,16 +362,17 @@ async fn send(
 /// How long a command signature stays valid: enough for a slow broker, short for replays.
 const SIGNATURE_VALIDITY_MS: u64 = 5 * 60 * 1000;
 
-/// The request `{id, ...args}` for `target` (a device id or `all`), signed when given a key.
+/// The request for `target` (a device id or `all`): `{id, ...args}`, or signed with the
+/// key, `{signed, sig}`.
 pub(super) fn command_payload(id: &str, target: &str, command: &str, args: &Map<String, Value>, key: Option<&SigningKey>) -> Value {
-    let mut payload = args.clone();
-    payload.insert("id".into(), Value::from(id));
     if let Some(key) = key {
         let expires = crate::time::rfc3339(crate::time::now_ms() + SIGNATURE_VALIDITY_MS);
-        let sig = crate::cmd::sign(key, command, id, target, &expires, args);
-        payload.insert("expires".into(), Value::from(expires));
-        payload.insert("sig".into(), Value::from(sig));
+        let text = crate::cmd::command_text(id, command, target, &expires, args);
+        let sig = crate::cmd::sign(key, &text);
+        return serde_json::json!({"signed": text, "sig": sig});
     }
+    let mut payload = args.clone();
+    payload.insert("id".into(), Value::from(id));
     Value::Object(payload)
 }
 
