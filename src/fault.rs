@@ -13,7 +13,7 @@
 /// A misbehaviour an agent build can carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
-    /// Abort right at start, before anything else.
+    /// Panic (and so abort) right at start, before anything else.
     CrashAtStart,
     /// Never send READY (systemd's TimeoutStartSec must catch it).
     HangBeforeReady,

@@ -1,6 +1,7 @@
 //! Logging: journald-friendly `<N>` priority prefixes when stderr is the journal,
 //! env_logger's usual format otherwise. `RUST_LOG` overrides the level (default `info`).
-//! The most recent lines are also kept in memory for the fleet `logs` command.
+//! The most recent lines are also kept in memory for the fleet `logs` command. A panic is
+//! logged at `crit` and ends the process (`panic_hook`).
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -76,4 +77,25 @@ pub fn init() -> Recent {
         log::set_max_level(max);
     }
     recent
+}
+
+/// Makes a panic, in any thread, one `crit` line (`<2>` for the journal) naming the thread,
+/// the place and the message, then aborts: a release build aborts on panic anyway, and a
+/// half-dead agent (one thread gone) is worse than one that systemd restarts.
+pub fn panic_hook() {
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload.downcast_ref::<&str>().copied().or_else(|| payload.downcast_ref::<String>().map(String::as_str));
+        let thread = std::thread::current();
+        let at = info.location().map_or(String::new(), |l| format!(" at {}:{}", l.file(), l.line()));
+        let line = format!(
+            "panic in thread '{}'{at}: {}; aborting",
+            thread.name().unwrap_or("unnamed"),
+            message.unwrap_or("(no message)").replace('\n', " | ")
+        );
+        let prefix = if journal { "<2>" } else { "CRIT " };
+        let _ = writeln!(std::io::stderr().lock(), "{prefix}{line}");
+        std::process::abort();
+    }));
 }

@@ -132,6 +132,7 @@ fn main() -> ExitCode {
         shutdown::die_on_broken_pipe();
     }
     let logs = logging::init();
+    logging::panic_hook();
     match cli.command {
         Command::Doctor => {
             let findings = doctor::run(&cli.config, settings::load(&cli.config).map(|loaded| loaded.config));
@@ -225,7 +226,7 @@ fn press(cfg: &Config) -> anyhow::Result<()> {
 
 fn run(path: &Path, loaded: settings::Loaded, logs: Recent) -> anyhow::Result<u8> {
     if fault::active() == Some(Fault::CrashAtStart) {
-        std::process::abort();
+        panic!("fault injection: this build crashes at start");
     }
     if fault::active() == Some(Fault::Bloat) {
         // Written, so every page is resident; leaked, so it stays for the process's life.

@@ -247,3 +247,34 @@ fn cli_status_and_press_talk_to_the_running_agent() {
     assert_eq!(code, 0);
     assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap()["device_id"], "test-door");
 }
+
+/// A panic, in any thread, is one `crit` line naming the thread, the place and the message
+/// (`<2>` when stderr is the journal), and the process aborts for systemd to restart it:
+/// shown with the build fault that panics at start.
+#[cfg(feature = "fault-injection")]
+#[test]
+fn a_panic_is_logged_at_crit_and_aborts_the_process() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("doorbell-agent");
+    let mut image = std::fs::read(common::BIN).unwrap();
+    image.extend_from_slice(b"\nDOORBELL-FAULT:crash-at-start\n");
+    std::fs::write(&bin, image).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(&cfg, config(&dir.path().join("data"), "")).unwrap();
+    for (journal, prefix) in [(false, "CRIT "), (true, "<2>")] {
+        let mut cmd = std::process::Command::new(&bin);
+        cmd.args(["-c", cfg.to_str().unwrap(), "run"]).env_remove("JOURNAL_STREAM").env_remove("NOTIFY_SOCKET");
+        if journal {
+            cmd.env("JOURNAL_STREAM", "8:1");
+        }
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let line = stderr.lines().find(|l| l.contains("panic in thread")).unwrap_or_else(|| panic!("no panic line:\n{stderr}"));
+        assert!(line.starts_with(&format!("{prefix}panic in thread 'main' at src/main.rs:")), "{line}");
+        assert!(line.ends_with(": fault injection: this build crashes at start; aborting"), "{line}");
+    }
+}
