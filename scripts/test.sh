@@ -2,7 +2,8 @@
 # The whole test suite, exactly as CI runs it (.ci/run calls this script).
 #
 # Installs what the tests need when it is missing (Mosquitto; the systemd testbed installs
-# systemd-nspawn and debootstrap itself), then: formatting, clippy, every test of the agent
+# systemd-nspawn and debootstrap itself), then: formatting, clippy, the supply-chain check
+# (scripts/deny.sh), every test of the agent
 # (unit, real-binary end-to-end, real systemd in nspawn), a short footprint check against the
 # size/memory/start-up budgets, the vendored crates' patch tests, the device build (aarch64
 # release binary with Debian's Rust: size budget, qemu smoke test; scripts/cross-build.sh
@@ -29,6 +30,9 @@ cargo fmt --all -- --check
 log "cargo clippy (all targets, warnings are errors; with and without the test-only faults)"
 cargo clippy --locked --all-targets -- -D warnings
 cargo clippy --locked --all-targets --features fault-injection -- -D warnings
+
+log "supply chain: cargo-deny offline (licences, bans, sources, RustSec snapshot)"
+scripts/deny.sh
 
 # fault-injection (test builds only, never a release) lets the systemd update tests inject
 # crashes, hangs and failed checks into agent binaries and kill slotctl at every durable step.
