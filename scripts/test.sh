@@ -30,6 +30,11 @@ cargo fmt --all -- --check
 log "cargo clippy (all targets, warnings are errors; with and without the test-only faults)"
 cargo clippy --locked --all-targets -- -D warnings
 cargo clippy --locked --all-targets --features fault-injection -- -D warnings
+# What runs on a device never unwraps, expects or panics; checked with and without `faces`.
+for features in "--features fault-injection" --no-default-features; do
+    # shellcheck disable=SC2086 # one or two words
+    cargo clippy --locked --lib --bins $features -- -D warnings -D clippy::unwrap_used -D clippy::expect_used -D clippy::panic
+done
 
 log "supply chain: cargo-deny offline (licences, bans, sources, RustSec snapshot)"
 scripts/deny.sh
@@ -38,6 +43,10 @@ scripts/deny.sh
 # crashes, hangs and failed checks into agent binaries and kill slotctl at every durable step.
 log "cargo test --features fault-injection"
 cargo test --locked --features fault-injection
+# The build without `faces` (a button-only doorbell): its unit tests. The end-to-end tests
+# assume recognition, so they run with it only.
+log "cargo test --no-default-features --lib (without faces)"
+cargo test --locked --no-default-features --lib
 
 log "footprint budgets (release build: binary size, start to READY, idle RSS and CPU)"
 scripts/footprint.py --duration 20 --starts 5

@@ -113,6 +113,12 @@ mod imp {
 #[cfg(feature = "fault-injection")]
 pub use imp::{active, step, store_write, MARKER};
 
+/// The `CrashAtStart` fault: a panic, which the panic hook logs before it aborts.
+#[allow(clippy::panic, reason = "the fault is exactly a panic")]
+pub fn crash() -> ! {
+    panic!("fault injection: this build crashes at start");
+}
+
 /// The fault this build carries (never any in a release build).
 #[cfg(not(feature = "fault-injection"))]
 #[inline(always)]

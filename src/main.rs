@@ -226,7 +226,7 @@ fn press(cfg: &Config) -> anyhow::Result<()> {
 
 fn run(path: &Path, loaded: settings::Loaded, logs: Recent) -> anyhow::Result<u8> {
     if fault::active() == Some(Fault::CrashAtStart) {
-        panic!("fault injection: this build crashes at start");
+        fault::crash();
     }
     if fault::active() == Some(Fault::Bloat) {
         // Written, so every page is resident; leaked, so it stays for the process's life.

@@ -248,7 +248,7 @@ pub async fn run(broker: &Broker, o: Options) -> anyhow::Result<u8> {
             eprintln!("  {device}: {status}{}", if row.reason.is_empty() { String::new() } else { format!(": {}", row.reason) });
         }
         for device in wave {
-            let row = rows.get_mut(device).expect("every target has a row");
+            let Some(row) = rows.get_mut(device) else { continue };
             if row.outcome == Outcome::Running {
                 row.outcome = Outcome::Failed;
                 row.reason = format!("no final answer within {}", humantime::format_duration(o.timeout));

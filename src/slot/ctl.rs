@@ -259,7 +259,8 @@ impl Ctl {
         let id = state.take_id();
         let slot = state.expected();
         let trial_ms = trial.map(|t| now.saturating_sub(t.armed_ms));
-        let o = state.record(Outcome {
+        let line = format!("update {}: {version} (from {from_version}): {reason}", kind.as_str());
+        state.record(Outcome {
             id,
             kind,
             version,
@@ -271,7 +272,6 @@ impl Ctl {
             request_id,
             rollback_request_id: None,
         });
-        let line = format!("update {}: {} (from {}): {}", o.kind.as_str(), o.version, o.from_version, o.reason);
         match kind {
             OutcomeKind::Successful => log::info!("{line}"),
             OutcomeKind::BothSlotsBad | OutcomeKind::StateRecovered => log::error!("{line}"),
@@ -377,8 +377,7 @@ impl Ctl {
                 let how = if trial.failures.is_empty() { "power loss or kill".to_string() } else { trial.failures.join(", ") };
                 let reason = format!("failed on all {} starts before committing ({how})", trial.tries);
                 self.roll_back_trial(&mut state, &reason)?;
-            } else {
-                let t = state.trial.as_mut().expect("checked above");
+            } else if let Some(t) = state.trial.as_mut() {
                 t.tries_left -= 1;
                 if t.boot_id != boot_id() {
                     // A power cut: the deadline restarts with this boot's clock.

@@ -209,12 +209,11 @@ impl State {
         id
     }
 
-    /// Records an outcome (bounded); returns it.
-    pub fn record(&mut self, outcome: Outcome) -> &Outcome {
+    /// Records an outcome (bounded).
+    pub fn record(&mut self, outcome: Outcome) {
         self.outcomes.push(outcome);
         let excess = self.outcomes.len().saturating_sub(OUTCOMES_KEPT);
         self.outcomes.drain(..excess);
-        self.outcomes.last().expect("just pushed")
     }
 
     /// Remembers a binary that failed a trial (bounded).
