@@ -115,6 +115,7 @@ pub use imp::{active, step, store_write, MARKER};
 
 /// The `CrashAtStart` fault: a panic, which the panic hook logs before it aborts.
 #[allow(clippy::panic, reason = "the fault is exactly a panic")]
+#[track_caller]
 pub fn crash() -> ! {
     panic!("fault injection: this build crashes at start");
 }
