@@ -1,5 +1,6 @@
 //! Logging: journald-friendly `<N>` priority prefixes when stderr is the journal,
-//! env_logger's usual format otherwise. `RUST_LOG` overrides the level (default `info`).
+//! `[time LEVEL target] message` otherwise. `RUST_LOG` sets the levels as env_logger reads
+//! it (default `info`); a logger of our own, as env_logger cost bytes the budget has not.
 //! The most recent lines are also kept in memory for the fleet `logs` command. A panic is
 //! logged at `crit` and ends the process (`panic_hook`).
 
@@ -30,50 +31,87 @@ impl Recent {
     }
 }
 
-/// env_logger, plus a copy of every line it writes into `Recent`.
-struct Tee {
-    inner: env_logger::Logger,
+/// `RUST_LOG` as env_logger reads it: `level` and `target=level` (a bare target: every
+/// level), comma-separated; the longest target prefix that matches decides.
+struct Filter {
+    default: log::LevelFilter,
+    targets: Vec<(String, log::LevelFilter)>,
+}
+
+impl Filter {
+    fn parse(spec: &str) -> Filter {
+        let mut filter = Filter { default: log::LevelFilter::Info, targets: Vec::new() };
+        for directive in spec.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+            match directive.split_once('=') {
+                Some((target, level)) => {
+                    if let Ok(level) = level.trim().parse() {
+                        filter.targets.push((target.trim().to_string(), level));
+                    }
+                }
+                None => match directive.parse() {
+                    Ok(level) => filter.default = level,
+                    Err(_) => filter.targets.push((directive.to_string(), log::LevelFilter::Trace)),
+                },
+            }
+        }
+        filter.targets.sort_by_key(|(target, _)| std::cmp::Reverse(target.len()));
+        filter
+    }
+
+    fn level(&self, target: &str) -> log::LevelFilter {
+        self.targets.iter().find(|(t, _)| target.starts_with(t.as_str())).map_or(self.default, |(_, level)| *level)
+    }
+
+    fn max(&self) -> log::LevelFilter {
+        self.targets.iter().map(|(_, level)| *level).fold(self.default, std::cmp::max)
+    }
+}
+
+/// Writes each line to stderr (`<N>`-prefixed for the journal, else `[time LEVEL target]`)
+/// and a copy into `Recent`.
+struct Logger {
+    filter: Filter,
+    journal: bool,
     recent: Recent,
 }
 
-impl log::Log for Tee {
+impl log::Log for Logger {
     fn enabled(&self, metadata: &log::Metadata) -> bool {
-        self.inner.enabled(metadata)
+        metadata.level() <= self.filter.level(metadata.target())
     }
 
     fn log(&self, record: &log::Record) {
-        if self.inner.matches(record) {
-            self.inner.log(record);
-            let ts = crate::time::rfc3339(crate::time::now_ms());
-            self.recent.push(format!("{ts} {} {}: {}", record.level(), record.target(), record.args()));
+        if !self.enabled(record.metadata()) {
+            return;
         }
-    }
-
-    fn flush(&self) {
-        self.inner.flush();
-    }
-}
-
-/// Installs the logger; call once at start. Returns the in-memory copy of recent lines.
-pub fn init() -> Recent {
-    let mut builder = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
-    // systemd sets JOURNAL_STREAM when stderr is connected to the journal; then the journal
-    // adds its own timestamps and reads the syslog priority from the `<N>` prefix.
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
-        builder.format(|buf, record| {
+        let ts = crate::time::rfc3339(crate::time::now_ms());
+        // The journal adds its own timestamps and reads the syslog priority from `<N>`.
+        let line = if self.journal {
             let priority = match record.level() {
                 log::Level::Error => 3,
                 log::Level::Warn => 4,
                 log::Level::Info => 6,
                 log::Level::Debug | log::Level::Trace => 7,
             };
-            writeln!(buf, "<{priority}>{}", record.args())
-        });
+            format!("<{priority}>{}\n", record.args())
+        } else {
+            format!("[{ts} {:<5} {}] {}\n", record.level(), record.target(), record.args())
+        };
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        self.recent.push(format!("{ts} {} {}: {}", record.level(), record.target(), record.args()));
     }
-    let inner = builder.build();
+
+    fn flush(&self) {}
+}
+
+/// Installs the logger; call once at start. Returns the in-memory copy of recent lines.
+pub fn init() -> Recent {
+    let filter = Filter::parse(&std::env::var("RUST_LOG").unwrap_or_default());
+    let max = filter.max();
     let recent = Recent::default();
-    let max = inner.filter();
-    if log::set_boxed_logger(Box::new(Tee { inner, recent: recent.clone() })).is_ok() {
+    // systemd sets JOURNAL_STREAM when stderr is connected to the journal.
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    if log::set_boxed_logger(Box::new(Logger { filter, journal, recent: recent.clone() })).is_ok() {
         log::set_max_level(max);
     }
     recent
@@ -98,4 +136,21 @@ pub fn panic_hook() {
         let _ = writeln!(std::io::stderr().lock(), "{prefix}{line}");
         std::process::abort();
     }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rust_log_reads_as_env_logger_reads_it() {
+        let f = Filter::parse("warn, doorbell_agent::store=debug,doorbell_agent::fleet , rumqttc=off, x=nonsense");
+        assert_eq!(f.level("doorbell_agent::pipeline"), log::LevelFilter::Warn);
+        assert_eq!(f.level("doorbell_agent::store::space"), log::LevelFilter::Debug);
+        assert_eq!(f.level("doorbell_agent::fleet::link"), log::LevelFilter::Trace);
+        assert_eq!(f.level("rumqttc::state"), log::LevelFilter::Off);
+        assert_eq!(f.max(), log::LevelFilter::Trace);
+        assert_eq!(Filter::parse("").level("any"), log::LevelFilter::Info);
+        assert_eq!(Filter::parse("DEBUG").max(), log::LevelFilter::Debug);
+    }
 }

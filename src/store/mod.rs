@@ -41,6 +41,12 @@ const PROBE: &[u8] = b"write_probe";
 const REOPEN_WAIT: Duration = Duration::from_secs(2);
 /// The free space a reopen needs: sled writes a new segment buffer at once.
 const REOPEN_MIN_FREE: u64 = space::RESERVE_BYTES;
+/// What a write on the writer returns: a store key or a count, 0 for a write without one.
+type Written = Result<u64, StoreError>;
+
+/// A write handed to the writer, with the store it writes to.
+type StoreWrite = Box<dyn FnOnce(&Store, &writer::Call) -> Written + Send>;
+
 /// Alerts remembered as landed late (`Store::late_alerts`): a handful hang at most.
 const LATE_ALERTS: usize = 16;
 /// Outbox messages dropped (outbox full) and not yet reported over the fleet link.
@@ -460,7 +466,7 @@ impl Store {
 
     /// Makes every write so far durable, the high-water mark's too.
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.on_writer(|s, _| s.flush_now())
+        self.on_writer(|s, _| s.flush_now().map(|()| 0)).map(drop)
     }
 
     fn flush_now(&self) -> Result<(), StoreError> {
@@ -473,16 +479,28 @@ impl Store {
     /// past it, or at once while an earlier write still hangs, the caller gets `Stalled` and
     /// goes on without it (the store counts as failing). A write that returns after its
     /// caller gave up lands late (`Call::is_late`).
-    fn on_writer<T: Send + 'static>(
-        &self,
-        write: impl FnOnce(&Store, &writer::Call) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, StoreError> {
+    fn on_writer(&self, write: impl FnOnce(&Store, &writer::Call) -> Written + Send + 'static) -> Written {
+        self.on_writer_boxed(Box::new(write))
+    }
+
+    /// `on_writer`, one copy for every write.
+    fn on_writer_boxed(&self, write: StoreWrite) -> Written {
+        let slot = Arc::new(Mutex::new(None));
+        let (store, result) = (self.clone(), slot.clone());
+        self.hand_over(Box::new(move |call: &writer::Call| {
+            *result.lock().unwrap_or_else(|p| p.into_inner()) = Some(write(&store, call));
+        }))?;
+        let value = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+        value.unwrap_or(Err(StoreError::NotOpen))
+    }
+
+    /// `on_writer` without its result: whether the write finished in time.
+    fn hand_over(&self, write: Box<dyn FnOnce(&writer::Call) + Send>) -> Result<(), StoreError> {
         if let Some(hung) = self.writes.stalled().filter(|d| *d >= WRITE_DEADLINE) {
             return Err(StoreError::Stalled(hung));
         }
-        let store = self.clone();
-        match writer::call(&self.writer, move |call| write(&store, call)) {
-            Ok(result) => result,
+        match writer::call(&self.writer, write) {
+            Ok(()) => Ok(()),
             Err(writer::Missed::Late) => {
                 let e = StoreError::Stalled(self.writes.stalled().unwrap_or(WRITE_DEADLINE));
                 self.failing(e.to_string());
@@ -521,8 +539,8 @@ impl Store {
     /// Runs a write ending in a flush (on the writer, within `WRITE_DEADLINE`: see
     /// `on_writer`) and remembers whether the store is currently writable, for the `store`
     /// health check.
-    pub fn write<T: Send + 'static>(&self, f: impl FnOnce() -> sled::Result<T> + Send + 'static) -> Result<T, StoreError> {
-        self.on_writer(move |s, _| s.write_here(f))
+    pub fn write(&self, f: impl FnOnce() -> sled::Result<()> + Send + 'static) -> Result<(), StoreError> {
+        self.on_writer(move |s, _| s.write_here(f).map(|()| 0)).map(drop)
     }
 
     /// `write` on the calling thread: the writer's own writes.
@@ -579,7 +597,7 @@ impl Store {
                 let g = s.gen()?;
                 s.write_here(|| {
                     g.meta.insert(PROBE, &b"1"[..])?;
-                    g.db.flush().map(drop)
+                    g.db.flush().map(|_| 0)
                 })
             };
             mark.is_ok() && self.on_writer(probe).is_ok()
@@ -722,7 +740,7 @@ impl Store {
     /// Stores a ring event durably, with the messages announcing it queued in the same write.
     pub fn put_ring(&self, ring: &RingV1, announce: &[OutboxV1]) -> Result<(), StoreError> {
         let (ring, announce) = (ring.clone(), announce.to_vec());
-        self.on_writer(move |s, call| s.put_ring_now(call, &ring, &announce))
+        self.on_writer(move |s, call| s.put_ring_now(call, &ring, &announce).map(|()| 0)).map(drop)
     }
 
     fn put_ring_now(&self, call: &writer::Call, ring: &RingV1, announce: &[OutboxV1]) -> Result<(), StoreError> {
@@ -801,7 +819,7 @@ impl Store {
     /// Replaces a stored alert durably (a lifecycle transition), with its announcements.
     pub fn update_alert(&self, key: u64, alert: &AlertV1, announce: &[OutboxV1]) -> Result<(), StoreError> {
         let (alert, announce) = (alert.clone(), announce.to_vec());
-        self.on_writer(move |s, call| s.update_alert_now(call, key, &alert, &announce))
+        self.on_writer(move |s, call| s.update_alert_now(call, key, &alert, &announce).map(|()| 0)).map(drop)
     }
 
     fn update_alert_now(&self, call: &writer::Call, key: u64, alert: &AlertV1, announce: &[OutboxV1]) -> Result<(), StoreError> {
@@ -830,7 +848,7 @@ impl Store {
     /// Queues ready-to-send messages durably.
     pub fn outbox_push(&self, messages: &[OutboxV1]) -> Result<(), StoreError> {
         let messages = messages.to_vec();
-        self.on_writer(move |s, call| s.transact(call, &messages, |_| Ok(())))
+        self.on_writer(move |s, call| s.transact(call, &messages, |_| Ok(())).map(|()| 0)).map(drop)
     }
 
     /// Up to `limit` queued messages after key `after` (from the oldest when `None`), in send

@@ -6,9 +6,9 @@
 //! `WRITE_DEADLINE`; past it they go on without the write (the ring is kept and announced
 //! from memory), and while a write hangs, later ones are refused at once.
 
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 /// How long a caller waits for its write. Far above an SD card's flush (milliseconds), well
 /// below the store's stall (`STALL`) that stops the watchdog.
@@ -28,7 +28,7 @@ pub fn run(jobs: Receiver<Job>) {
     }
 }
 
-/// Where a handed-over write stands, as its caller and the writer agree on it.
+/// Who decided first whether the caller gets the write's result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Waiting,
@@ -36,38 +36,65 @@ enum Phase {
     Done,
 }
 
-/// Shared by a caller and its write: which of the two decided first whether the caller got
-/// the result.
+/// Where a handed-over write stands.
+struct State {
+    phase: Phase,
+    /// The result is in the caller's slot.
+    ready: bool,
+}
+
+/// Shared by a caller and its write (not generic: one copy of this code for every write).
 #[derive(Clone)]
-pub struct Call(Arc<Mutex<Phase>>);
+pub struct Call(Arc<(Mutex<State>, Condvar)>);
 
 impl Call {
-    fn phase(&self) -> std::sync::MutexGuard<'_, Phase> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    fn new() -> Call {
+        Call(Arc::new((Mutex::new(State { phase: Phase::Waiting, ready: false }), Condvar::new())))
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.0 .0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// For the write, once done: true when the caller had already gone on without it (the
     /// write landed late and its effects must be reconciled by whoever repeats it).
     pub fn is_late(&self) -> bool {
-        let mut phase = self.phase();
-        if *phase == Phase::Waiting {
-            *phase = Phase::Done;
+        let mut state = self.state();
+        if state.phase == Phase::Waiting {
+            state.phase = Phase::Done;
         }
-        *phase == Phase::GaveUp
+        state.phase == Phase::GaveUp
     }
 
     /// For the write, before it starts: the caller has gone, skip it.
     fn abandoned(&self) -> bool {
-        *self.phase() == Phase::GaveUp
+        self.state().phase == Phase::GaveUp
     }
 
-    /// For the caller at its deadline: gives up unless the write is done. True when given up.
-    fn give_up(&self) -> bool {
-        let mut phase = self.phase();
-        if *phase == Phase::Waiting {
-            *phase = Phase::GaveUp;
+    /// For the write: its result is in the slot.
+    fn finish(&self) {
+        let _ = self.is_late();
+        self.state().ready = true;
+        self.0 .1.notify_all();
+    }
+
+    /// For the caller: waits for the result until `deadline`, then gives up unless the
+    /// write has already decided it is in time. True when the result is ready.
+    fn wait(&self, deadline: Instant) -> bool {
+        let mut state = self.state();
+        loop {
+            if state.ready {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline && state.phase == Phase::Waiting {
+                state.phase = Phase::GaveUp;
+                return false;
+            }
+            // Decided in time: the result follows at once.
+            let wait = if state.phase == Phase::Done { Duration::from_millis(10) } else { deadline - now };
+            state = self.0 .1.wait_timeout(state, wait).unwrap_or_else(|p| p.into_inner()).0;
         }
-        *phase == Phase::GaveUp
     }
 }
 
@@ -79,14 +106,15 @@ pub enum Missed {
     Gone,
 }
 
-/// Hands `write` to the writer and waits up to `WRITE_DEADLINE` for its result.
-pub fn call<T: Send + 'static>(writer: &SyncSender<Job>, write: impl FnOnce(&Call) -> T + Send + 'static) -> Result<T, Missed> {
-    let call = Call(Arc::new(Mutex::new(Phase::Waiting)));
-    let (reply, result) = std::sync::mpsc::sync_channel(1);
+/// Hands `write` to the writer and waits up to `WRITE_DEADLINE` for it to finish. Not
+/// generic (the write leaves its result where its caller looks): one copy for every write.
+pub fn call(writer: &SyncSender<Job>, write: Box<dyn FnOnce(&Call) + Send>) -> Result<(), Missed> {
+    let call = Call::new();
     let mine = call.clone();
     let job: Job = Box::new(move || {
         if !mine.abandoned() {
-            let _ = reply.send(write(&mine));
+            write(&mine);
+            mine.finish();
         }
     });
     match writer.try_send(job) {
@@ -94,12 +122,10 @@ pub fn call<T: Send + 'static>(writer: &SyncSender<Job>, write: impl FnOnce(&Cal
         Err(TrySendError::Full(_)) => return Err(Missed::Late),
         Err(TrySendError::Disconnected(_)) => return Err(Missed::Gone),
     }
-    match result.recv_timeout(WRITE_DEADLINE) {
-        Ok(value) => Ok(value),
-        Err(RecvTimeoutError::Timeout) if call.give_up() => Err(Missed::Late),
-        // Done at the deadline: its result is on the way.
-        Err(RecvTimeoutError::Timeout) => result.recv().map_err(|_| Missed::Gone),
-        Err(RecvTimeoutError::Disconnected) => Err(Missed::Gone),
+    if call.wait(Instant::now() + WRITE_DEADLINE) {
+        Ok(())
+    } else {
+        Err(Missed::Late)
     }
 }
 
@@ -114,9 +140,11 @@ mod tests {
     }
 
     #[test]
-    fn a_write_returns_its_result_and_knows_it_was_in_time() {
+    fn a_write_finishes_and_knows_it_was_in_time() {
         let w = writer();
-        assert_eq!(call(&w, |c| c.is_late()).ok(), Some(false));
+        let (tx, rx) = std::sync::mpsc::channel();
+        assert!(call(&w, Box::new(move |c| tx.send(c.is_late()).unwrap())).is_ok());
+        assert_eq!(rx.try_recv().ok(), Some(false));
     }
 
     #[test]
@@ -124,19 +152,22 @@ mod tests {
         let w = writer();
         let (release, hold) = std::sync::mpsc::channel::<()>();
         let (late_tx, late_rx) = std::sync::mpsc::channel();
-        let started = std::time::Instant::now();
-        let first = call(&w, move |c| {
-            let _ = hold.recv();
-            let _ = late_tx.send(c.is_late());
-        });
+        let started = Instant::now();
+        let first = call(
+            &w,
+            Box::new(move |c| {
+                let _ = hold.recv();
+                let _ = late_tx.send(c.is_late());
+            }),
+        );
         assert!(matches!(first, Err(Missed::Late)));
         assert!(started.elapsed() >= WRITE_DEADLINE);
         // Queued behind the hung write: each waits out its deadline; they are then skipped.
         for _ in 0..WRITER_QUEUE {
             let _ = w.try_send(Box::new(|| {}));
         }
-        let refused = std::time::Instant::now();
-        assert!(matches!(call(&w, |_| ()), Err(Missed::Late)));
+        let refused = Instant::now();
+        assert!(matches!(call(&w, Box::new(|_| ())), Err(Missed::Late)));
         assert!(refused.elapsed() < Duration::from_secs(1), "a full queue refuses at once");
         release.send(()).unwrap();
         assert_eq!(late_rx.recv().ok(), Some(true), "the write learns it landed late");
