@@ -54,6 +54,11 @@ HOST = "10.0.2.100"
 PHOTOS_ON_DEVICE = "/var/lib/doorbell-test/photos"
 
 
+# Longest a boot may take to the agent's READY and the serial shell: emulation on a busy
+# CI machine has taken 110 s where a quiet one takes 45 s.
+BOOT_TIMEOUT = 420
+
+
 # ---------------------------------------------------------------------------------------------
 # prepare
 
@@ -77,10 +82,6 @@ pin = {pin}
 pull = "up"
 active_low = true
 {detect}
-# Longest a boot may take to the agent's READY and the serial shell: emulation on a busy
-# CI machine has taken 110 s where a quiet one takes 45 s.
-BOOT_TIMEOUT = 420
-
 # The scenario presses faster than a visitor: a stream of rings before a power cut.
 burst = 50
 rings_per_minute = 600
