@@ -788,8 +788,11 @@ impl Store {
     pub fn insert_alert(&self, alert: &AlertV1, announce: &[OutboxV1]) -> Result<u64, StoreError> {
         let (alert, announce) = (alert.clone(), announce.to_vec());
         self.on_writer(move |s, gave_up| {
-            let late = s.lock_late_alerts().iter().position(|(id, _)| *id == alert.id);
-            if let Some(key) = late.map(|i| s.lock_late_alerts().remove(i).1) {
+            let late = {
+                let mut late = s.lock_late_alerts();
+                late.iter().position(|(id, _)| *id == alert.id).map(|i| late.remove(i).1)
+            };
+            if let Some(key) = late {
                 // An earlier try landed after all: this write replaces it.
                 s.update_alert_now(gave_up, key, &alert, &announce)?;
                 return Ok(key);
