@@ -71,6 +71,7 @@ fn bench(c: &mut Criterion) {
         key: Some(key.public()),
         max_size: 32 << 20,
         download_timeout: Duration::from_secs(60),
+        ca_file: None,
     };
     let staged = ctx.data_dir.join("update/staged");
     println!("artifact: {} bytes for a {} byte binary", artifact.len(), binary.len());

@@ -8,14 +8,14 @@
 //! Every source bounds the bytes it accepts (`capture.max_image_mib`) so a runaway camera
 //! cannot grow the worker's memory.
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::config::{CaptureConfig, CaptureSource};
+use crate::http::{self, HttpError, Url};
 
 /// Why a frame could not be captured.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -149,46 +149,15 @@ pub struct Http {
 
 impl Capture for Http {
     fn grab(&mut self, _seq: u64, _index: usize) -> Result<Vec<u8>, CaptureError> {
-        let (host_port, path) = crate::config::parse_http_url(&self.url).map_err(|r| fail("http", r))?;
-        let err = |what: &str, e: std::io::Error| fail("http", format!("{what} {}: {e}", self.url));
-        let addr = host_port
-            .to_socket_addrs()
-            .map_err(|e| err("cannot resolve", e))?
-            .next()
-            .ok_or_else(|| fail("http", format!("{host_port} resolves to no address")))?;
+        let url = Url::parse(&self.url).map_err(|r| fail("http", r))?;
+        let err = |e: HttpError| fail("http", format!("{}: {e}", self.url));
         let deadline = Instant::now() + self.timeout;
-        let mut stream = TcpStream::connect_timeout(&addr, self.timeout).map_err(|e| err("cannot connect to", e))?;
-        stream.set_read_timeout(Some(self.timeout)).map_err(|e| err("socket", e))?;
-        stream.set_write_timeout(Some(self.timeout)).map_err(|e| err("socket", e))?;
-        let head = format!("GET {path} HTTP/1.1\r\nHost: {host_port}\r\nAccept: image/jpeg\r\nConnection: close\r\n\r\n");
-        stream.write_all(head.as_bytes()).map_err(|e| err("cannot send to", e))?;
-        // Headers are small; allow 16 KiB on top of the image limit.
-        let mut raw = Vec::new();
-        let mut buf = [0u8; 16 * 1024];
-        loop {
-            if Instant::now() > deadline {
-                return Err(fail("http", format!("{} did not answer within {}", self.url, humantime::format_duration(self.timeout))));
-            }
-            match stream.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => raw.extend_from_slice(&buf[..n]),
-                Err(e) => return Err(err("reading", e)),
-            }
-            if raw.len() as u64 > self.max_bytes + 16 * 1024 {
-                return Err(fail("http", format!("{} sent more than {} bytes", self.url, self.max_bytes)));
-            }
+        let stream = http::open(&url, self.timeout, None).map_err(err)?;
+        let response = http::send(stream, "GET", &url, &[("Accept", "image/jpeg")], Some(deadline)).map_err(err)?;
+        if response.head.status != 200 {
+            return Err(fail("http", format!("{} answered {} {}", self.url, response.head.status, response.head.reason)));
         }
-        let split =
-            raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| fail("http", format!("{} sent no HTTP headers", self.url)))?;
-        let head = String::from_utf8_lossy(&raw[..split]).to_string();
-        let body = &raw[split + 4..];
-        let code = head.split_whitespace().nth(1).unwrap_or("?");
-        if code != "200" {
-            return Err(fail("http", format!("{} answered {}", self.url, head.lines().next().unwrap_or(code))));
-        }
-        let chunked =
-            head.lines().any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding:") && l.to_ascii_lowercase().contains("chunked"));
-        let body = if chunked { crate::client::dechunk(body) } else { body.to_vec() };
+        let body = response.read_body(self.max_bytes).map_err(err)?;
         if body.is_empty() {
             return Err(fail("http", format!("{} sent an empty body", self.url)));
         }

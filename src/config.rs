@@ -761,9 +761,12 @@ pub struct UpdateConfig {
     pub deadline: Duration,
     /// Largest agent binary accepted, MiB (decompressed).
     pub max_size_mib: u64,
-    /// Whole-download time limit for `update apply URL`.
+    /// Whole-download time limit for `update apply URL`, retries included.
     #[serde(with = "duration")]
     pub download_timeout: Duration,
+    /// CA certificates (PEM) an `https://` artifact server must chain to; absent = the
+    /// system's roots. Trust in the artifact comes from its signature either way.
+    pub ca_file: Option<PathBuf>,
     /// Install root of the A/B slots; must match `doorbell-slotctl --root` (a non-default
     /// install, or a test rig in a temporary directory).
     pub install_root: PathBuf,
@@ -792,6 +795,7 @@ impl Default for UpdateConfig {
             deadline: Duration::from_secs(600),
             max_size_mib: 32,
             download_timeout: Duration::from_secs(300),
+            ca_file: None,
             install_root: PathBuf::from(crate::slot::INSTALL_ROOT),
             slot_state_dir: PathBuf::from(crate::slot::STATE_DIR),
             // Pi links (Wi-Fi, a broker behind a slow uplink) can take tens of seconds.
@@ -812,6 +816,7 @@ impl UpdateConfig {
         "deadline",
         "max_size_mib",
         "download_timeout",
+        "ca_file",
         "install_root",
         "slot_state_dir",
         "broker_timeout",
@@ -845,6 +850,9 @@ impl UpdateConfig {
         range("soak", self.soak, 1, 3600)?;
         range("deadline", self.deadline, 10, 86_400)?;
         range("download_timeout", self.download_timeout, 5, 86_400)?;
+        if let Some(file) = &self.ca_file {
+            std::fs::metadata(file).map_err(|e| ("ca_file", format!("{}: {e}", file.display())))?;
+        }
         if self.deadline < self.soak + Duration::from_secs(5) {
             return Err(("deadline", format!("must exceed soak ({}) by at least 5s", humantime::format_duration(self.soak))));
         }
@@ -867,16 +875,15 @@ impl UpdateConfig {
 impl Config {
     /// Parses and validates configuration text; `path` only names the file in errors.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        let de = toml::Deserializer::new(text);
-        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
-            let inner = e.inner();
-            let message = inner.message().to_string();
-            let mut key = e.path().to_string();
-            if key == "." {
-                key = "(file)".into();
-            }
-            let line = inner.span().map(|s| format!(" (line {})", text[..s.start].matches('\n').count() + 1)).unwrap_or_default();
-            ConfigError { file: path.to_path_buf(), key, reason: format!("{message}{line}") }
+        let error = |key: String, e: toml::de::Error| {
+            let line = e.span().map(|s| format!(" (line {})", text.get(..s.start).unwrap_or_default().matches('\n').count() + 1));
+            ConfigError { file: path.to_path_buf(), key, reason: format!("{}{}", e.message(), line.unwrap_or_default()) }
+        };
+        // Syntax first, so that an error of the typed pass below is one of a key.
+        text.parse::<toml::Table>().map_err(|e| error("(file)".into(), e))?;
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let key = e.span().map_or_else(|| "(file)".to_string(), |s| key_at(text, s.start));
+            error(key, e)
         })?;
         config.validate().map_err(|(key, reason)| ConfigError { file: path.to_path_buf(), key, reason })?;
         Ok(config)
@@ -993,7 +1000,12 @@ impl Config {
             }
             CaptureSource::Http => match &c.url {
                 None => return bad("capture.url", "is required when capture.source = \"http\""),
-                Some(url) => parse_http_url(url).map(drop).or_else(|r| bad("capture.url", r))?,
+                Some(url) => match crate::http::Url::parse(url) {
+                    Ok(u) if u.scheme == crate::http::Scheme::Http => {}
+                    // A camera on the doorbell's own network: no CA setting for it.
+                    Ok(_) => return bad("capture.url", format!("`{url}`: a camera snapshot URL must be http://")),
+                    Err(r) => return bad("capture.url", r),
+                },
             },
             _ => {}
         }
@@ -1094,19 +1106,44 @@ impl RuleConfig {
     }
 }
 
-/// Splits `http://host[:port]/path` into `host:port` and the path.
-pub fn parse_http_url(url: &str) -> Result<(String, String), String> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| format!("`{url}` must start with http:// (https is not supported)"))?;
-    let (host, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
+/// The dotted path (`gpio.pin`, `alerts.rule[1].metric`) of the key whose key or value is
+/// at byte `offset` of `text`: the table header above it, then the key of its line or, for a
+/// value spread over lines, of the nearest line above that has one.
+fn key_at(text: &str, offset: usize) -> String {
+    let line_start = text.get(..offset).and_then(|b| b.rfind('\n')).map_or(0, |i| i + 1);
+    let key_of = |line: &str| {
+        let line = line.trim();
+        line.split_once('=').map(|(k, _)| k.trim().trim_matches('"').to_string()).filter(|k| !k.is_empty() && !line.starts_with(['#', '[']))
     };
-    if host.is_empty() || host.contains('@') {
-        return Err(format!("`{url}` needs a host (credentials in the URL are not supported)"));
+    let mut table = String::new();
+    let mut key = None;
+    let mut arrays: Vec<(String, usize)> = Vec::new();
+    for line in text.get(..line_start).unwrap_or_default().lines() {
+        let trimmed = line.trim();
+        if let Some(name) = trimmed.strip_prefix("[[").and_then(|l| l.split_once("]]")).map(|(n, _)| n.trim()) {
+            let index = match arrays.iter_mut().find(|(n, _)| n == name) {
+                Some((_, i)) => {
+                    *i += 1;
+                    *i
+                }
+                None => {
+                    arrays.push((name.to_string(), 0));
+                    0
+                }
+            };
+            (table, key) = (format!("{name}[{index}]"), None);
+        } else if let Some(name) = trimmed.strip_prefix('[').and_then(|l| l.split_once(']')).map(|(n, _)| n.trim()) {
+            (table, key) = (name.to_string(), None);
+        } else if let Some(k) = key_of(line) {
+            key = Some(k);
+        }
     }
-    let host_port =
-        if host.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) { host.to_string() } else { format!("{host}:80") };
-    Ok((host_port, path.to_string()))
+    match (key_of(text.get(line_start..).unwrap_or_default().lines().next().unwrap_or_default()).or(key), table.is_empty()) {
+        (Some(k), true) => k,
+        (Some(k), false) => format!("{table}.{k}"),
+        (None, true) => "(file)".into(),
+        (None, false) => table,
+    }
 }
 
 /// A device id must be one MQTT topic level: 1–64 of `[A-Za-z0-9_.-]`.
@@ -1203,6 +1240,12 @@ mod tests {
         assert_eq!(err("[mqtt]\nurl = \"http://x\"").key, "mqtt.url");
         let e = err("[[alerts.rule]]\nname = \"x\"\nmetric = \"nope\"\nseverity = \"major\"\nthreshold = 1.0");
         assert_eq!(e.key, "alerts.rule[0].metric");
+        assert_eq!(err("[gpio]\npin = 3\n\n[mqtt]\nurl = \"mqtt://b\"\nkeepalive = 5").key, "mqtt.keepalive");
+        assert_eq!(err("[capture]\ncommand = [\n  \"a\",\n  7,\n]").key, "capture.command");
+        assert_eq!(err("gpio.pin = \"x\"").key, "gpio.pin");
+        let rule = "name = \"x\"\nmetric = \"cpu_percent\"\nthreshold = 1.0\nseverity = \"minor\"\n";
+        assert_eq!(err(&format!("[[alerts.rule]]\n{rule}[[alerts.rule]]\n{rule}sverity = 1")).key, "alerts.rule[1].sverity");
+        assert_eq!(err("this is = = not toml").key, "(file)");
     }
 
     #[test]
@@ -1212,14 +1255,6 @@ mod tests {
         assert_eq!(GpioConfig::default().detect, Detect::Interrupt);
         let e = err("[gpio]\npoll_interval = \"500us\"");
         assert!(e.reason.contains("out of range 1ms..=1s"), "{}", e.reason);
-    }
-
-    #[test]
-    fn http_urls() {
-        assert_eq!(parse_http_url("http://cam/snap.jpg").unwrap(), ("cam:80".into(), "/snap.jpg".into()));
-        assert_eq!(parse_http_url("http://10.0.0.2:8081").unwrap(), ("10.0.0.2:8081".into(), "/".into()));
-        assert!(parse_http_url("https://cam/x").is_err());
-        assert!(parse_http_url("http://u:p@cam/x").is_err());
     }
 
     #[test]

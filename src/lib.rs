@@ -17,6 +17,7 @@ pub mod fault;
 pub mod fleet;
 pub mod gpio;
 pub mod health;
+pub mod http;
 pub mod local;
 pub mod logging;
 pub mod memory;
@@ -32,6 +33,7 @@ pub mod status;
 pub mod store;
 pub mod systemd;
 pub mod time;
+pub mod tls;
 pub mod update;
 #[cfg(feature = "faces")]
 pub mod vision;

@@ -18,11 +18,15 @@ use doorbell_agent::update::artifact::{self, Manifest, SecretKey, TARGET};
 
 /// `size` bytes that start like an ELF executable for another machine than this one.
 fn foreign_elf(size: usize) -> Vec<u8> {
+    elf(size, if TARGET.starts_with("aarch64") { 62 } else { 183 })
+}
+
+/// `size` bytes that start like a 64-bit ELF executable for `machine`.
+fn elf(size: usize, machine: u16) -> Vec<u8> {
     let mut h = vec![0u8; size];
     h[..4].copy_from_slice(b"\x7fELF");
     h[4] = 2;
     h[5] = 1;
-    let machine: u16 = if TARGET.starts_with("aarch64") { 62 } else { 183 };
     h[18..20].copy_from_slice(&machine.to_le_bytes());
     // Incompressible beyond the header, like a real binary, so the download has a real size.
     let mut x = 0x9e3779b97f4a7c15u64;
@@ -244,4 +248,123 @@ fn rollout_halts_when_the_failure_budget_is_spent() {
     for agent in &agents {
         assert_eq!(agent.get("/health").0, 200, "agents stay up");
     }
+}
+
+/// An HTTPS artifact server on loopback with a certificate of the test's own CA. It answers
+/// each connection by `script` in turn: `Some(n)` sends only the first `n` bytes of what was
+/// asked for, then drops the TCP connection (no TLS close); `None` sends the whole rest.
+/// Honours `Range: bytes=N-`. Returns the port, the CA file, and the `Range` each request
+/// carried (`-` for none, `handshake failed` when the client refused the certificate).
+fn https_server(dir: &Path, data: Vec<u8>, script: Vec<Option<usize>>) -> (u16, PathBuf, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    use std::io::{BufRead, BufReader, Write};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let server_key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["localhost".to_string()]).unwrap().signed_by(&server_key, &ca_cert, &ca_key).unwrap();
+    let ca_file = dir.join("artifacts-ca.pem");
+    std::fs::write(&ca_file, ca_cert.pem()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![server.der().clone()], rustls::pki_types::PrivateKeyDer::Pkcs8(server_key.serialize_der().into()))
+        .unwrap();
+    let config = std::sync::Arc::new(config);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for cut in script {
+            let (mut tcp, _) = listener.accept().unwrap();
+            let mut conn = rustls::ServerConnection::new(config.clone()).unwrap();
+            let mut handshake = Ok((0, 0));
+            while conn.is_handshaking() && handshake.is_ok() {
+                handshake = conn.complete_io(&mut tcp);
+            }
+            if handshake.is_err() {
+                log.lock().unwrap().push("handshake failed".to_string());
+                continue;
+            }
+            let mut tls = BufReader::new(rustls::StreamOwned::new(conn, tcp));
+            let mut range = "-".to_string();
+            loop {
+                let mut line = String::new();
+                tls.read_line(&mut line).unwrap();
+                if let Some(r) = line.strip_prefix("Range: bytes=") {
+                    range = r.trim().trim_end_matches('-').to_string();
+                }
+                if line.trim().is_empty() {
+                    break;
+                }
+            }
+            let from = range.parse::<usize>().unwrap_or(0);
+            log.lock().unwrap().push(range);
+            let rest = &data[from..];
+            let head = if from > 0 {
+                format!(
+                    "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {from}-{}/{}\r\nContent-Length: {}\r\n\r\n",
+                    data.len() - 1,
+                    data.len(),
+                    rest.len()
+                )
+            } else {
+                format!("HTTP/1.1 200 OK\r\nETag: \"a1\"\r\nContent-Length: {}\r\n\r\n", data.len())
+            };
+            let stream = tls.get_mut();
+            stream.write_all(head.as_bytes()).unwrap();
+            stream.write_all(&rest[..cut.unwrap_or(rest.len())]).unwrap();
+            stream.flush().unwrap();
+            match cut {
+                // A pulled cable: the TCP connection goes, no TLS close_notify.
+                Some(_) => stream.sock.shutdown(std::net::Shutdown::Both).unwrap(),
+                None => stream.conn.send_close_notify(),
+            }
+            let _ = stream.flush();
+        }
+    });
+    (port, ca_file, seen)
+}
+
+/// `update apply https://…`: a server whose certificate the device does not trust is
+/// refused at once (no retry: the signature is not even looked at); with `update.ca_file`
+/// the download that breaks off midway resumes from its last byte with a Range request and
+/// the artifact is verified and staged.
+#[test]
+fn an_https_download_refuses_an_unknown_ca_and_resumes_a_cut_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let state_dir = slot_state(d, false);
+    let binary = elf(900 * 1024, artifact::elf_kind_for(TARGET).machine);
+    let (manifest, data) = artifact::build(&key(), "0.2.0", TARGET, &binary, &common::zstd(&binary));
+    let cut = 300_000;
+    let (port, ca_file, seen) = https_server(d, data.clone(), vec![None, Some(cut), None]);
+    let url = format!("https://localhost:{port}/v0.2.0.dbu");
+    let update = |ca: &str| {
+        format!(
+            "[update]\npublic_key = \"{}\"\ninstall_root = \"{}\"\nslot_state_dir = \"{}\"\nmax_size_mib = 1\n{ca}",
+            key().public().to_base64(),
+            d.join("opt").display(),
+            state_dir.display()
+        )
+    };
+    let untrusting = d.join("untrusting.toml");
+    std::fs::write(&untrusting, config(&d.join("data"), &update(""))).unwrap();
+    let (code, out, err) = common::run(&["-c", untrusting.to_str().unwrap(), "update", "apply", "--no-wait", &url]);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(err.contains("update refused (io)") && err.contains("TLS with localhost") && err.contains("certificate"), "{err}");
+    assert!(!d.join("data/update/staged").exists());
+
+    let trusting = d.join("trusting.toml");
+    std::fs::write(&trusting, config(&d.join("data"), &update(&format!("ca_file = \"{}\"\n", ca_file.display())))).unwrap();
+    let (code, out, err) = common::run(&["-c", trusting.to_str().unwrap(), "update", "apply", "--no-wait", &url]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("staged 0.2.0 (replacing 0.1.0)"), "{out}{err}");
+    assert!(err.contains(&format!("attempt 2 in 1s, from byte {cut}")), "{err}");
+    assert_eq!(*seen.lock().unwrap(), ["handshake failed".to_string(), "-".to_string(), cut.to_string()]);
+    let staged = std::fs::read_to_string(d.join("data/update/staged/manifest.json")).unwrap();
+    assert_eq!(serde_json::from_str::<Manifest>(&staged).unwrap(), manifest);
 }

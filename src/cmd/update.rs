@@ -43,7 +43,7 @@ impl Update {
                 Source::Url(url.to_string())
             }
             (None, Some(path)) => Source::File(PathBuf::from(path)),
-            _ => return Err("bad arguments: give exactly one of `url` (http://) and `path` (a file on the device)".into()),
+            _ => return Err("bad arguments: give exactly one of `url` (http:// or https://) and `path` (a file on the device)".into()),
         };
         let force = args.optional_boolean("force")?.unwrap_or(false);
         Ok(Update { id: id.to_string(), source, force })

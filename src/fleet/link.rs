@@ -34,7 +34,8 @@ use crate::shutdown::Shutdown;
 use crate::status::View;
 use crate::store::{OutboxV1, Store};
 
-use super::{tls, LinkState, Topics};
+use super::{LinkState, Topics};
+use crate::tls;
 
 /// Outbox messages handed to rumqttc and not yet acknowledged.
 const WINDOW: usize = 64;
@@ -195,7 +196,12 @@ impl Link {
             o.set_credentials(user.clone(), self.cfg.password.clone().unwrap_or_default());
         }
         if self.cfg.tls() {
-            let config = tls::client_config(self.cfg.ca_file.as_deref(), self.cfg.cert_file.as_deref(), self.cfg.key_file.as_deref())?;
+            let config = tls::client_config(
+                self.cfg.ca_file.as_deref(),
+                self.cfg.cert_file.as_deref(),
+                self.cfg.key_file.as_deref(),
+                "mqtt.ca_file",
+            )?;
             o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(config)));
         }
         Ok(o)

@@ -7,7 +7,6 @@ mod discovery;
 mod link;
 pub mod operator;
 mod rollout;
-mod tls;
 mod topics;
 
 pub use announce::Announcer;

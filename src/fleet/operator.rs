@@ -163,7 +163,7 @@ fn connect_as(broker: &Broker, session: Option<&str>) -> anyhow::Result<(AsyncCl
         o.set_credentials(user.clone(), broker.password.clone().unwrap_or_default());
     }
     if url.starts_with("mqtts://") {
-        let config = super::tls::client_config(broker.ca.as_deref(), broker.cert.as_deref(), broker.key.as_deref())?;
+        let config = crate::tls::client_config(broker.ca.as_deref(), broker.cert.as_deref(), broker.key.as_deref(), "--ca")?;
         o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(config)));
     }
     Ok(AsyncClient::new(o, 64))

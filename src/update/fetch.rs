@@ -1,181 +1,305 @@
-//! Streaming HTTP/1.1 download of an artifact into a file, with progress and hard bounds
-//! (size, whole-download deadline). Plain `http://` only for now: the artifact carries its
-//! own signature, so transport security adds privacy, not integrity; `https://` arrives
-//! with the TLS stack of the MQTT fleet link.
+//! Download of an artifact into a file over `http://` or `https://` (rustls; the system's
+//! roots or `update.ca_file`), within a size bound and a whole-download deadline. A
+//! connection that breaks is retried with backoff, and resumed with a `Range` request from
+//! the last byte written instead of starting over. Transport security adds privacy: the
+//! artifact's signature, checked after the download, is what decides trust.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::artifact::Refusal;
+use crate::http::{self, HttpError, Scheme, Url};
 
-/// Largest response head accepted.
-const MAX_HEAD: usize = 16 * 1024;
-/// Socket timeout for each read (a stalled server), within the overall deadline.
+/// Socket timeout for the connect and each read (a stalled server), within the deadline.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// First wait before a retry; doubled per attempt up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+/// Longest wait between attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// Splits `http://host[:port]/path` into (host, port, path).
-pub fn parse_url(url: &str) -> Result<(String, u16, String), Refusal> {
-    let bad = |why: &str| Refusal::Io(format!("URL {url}: {why}"));
-    if url.starts_with("https://") {
-        return Err(bad("https is not supported yet (the artifact is signed: use http:// or a file)"));
-    }
-    let rest = url.strip_prefix("http://").ok_or_else(|| bad("must start with http://"))?;
-    let (authority, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(a, p)| (a, format!("/{p}")));
-    if authority.is_empty() || authority.contains('@') {
-        return Err(bad("needs a host (and no user info)"));
-    }
-    // `[v6]:port`, `[v6]`, `host:port`, `host`.
-    let (host, port) = match authority.strip_prefix('[') {
-        Some(v6) => {
-            let (h, rest) = v6.split_once(']').ok_or_else(|| bad("unclosed ["))?;
-            (h, rest.strip_prefix(':'))
-        }
-        None => authority.rsplit_once(':').map_or((authority, None), |(h, p)| (h, Some(p))),
-    };
-    let port = port.map_or(Ok(80), |p| p.parse().map_err(|_| bad("bad port")))?;
-    Ok((host.to_string(), port, path))
+/// Checks that `url` is one this module downloads from.
+pub fn parse_url(url: &str) -> Result<Url, Refusal> {
+    Url::parse(url).map_err(|e| Refusal::Io(format!("URL {e}")))
 }
 
-/// Downloads `url` into `dest`, at most `max` bytes, within `timeout`; calls `progress(got,
-/// total)` as bytes arrive. Returns the byte count.
-pub fn download(url: &str, dest: &Path, max: u64, timeout: Duration, progress: &mut dyn FnMut(u64, Option<u64>)) -> Result<u64, Refusal> {
-    let deadline = Instant::now() + timeout;
-    let (host, port, path) = parse_url(url)?;
-    let io = |what: &str| {
-        let what = format!("{what} {url}");
-        move |e: std::io::Error| Refusal::io(&what, e)
-    };
-    let addr = (host.as_str(), port)
-        .to_socket_addrs()
-        .map_err(io("resolving"))?
-        .next()
-        .ok_or_else(|| Refusal::Io(format!("resolving {url}: no address")))?;
-    let mut stream = TcpStream::connect_timeout(&addr, READ_TIMEOUT.min(timeout)).map_err(io("connecting to"))?;
-    stream.set_read_timeout(Some(READ_TIMEOUT)).map_err(io("configuring"))?;
-    stream.set_write_timeout(Some(READ_TIMEOUT)).map_err(io("configuring"))?;
-    let head = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: doorbell-agent/{}\r\nConnection: close\r\n\r\n", crate::VERSION);
-    stream.write_all(head.as_bytes()).map_err(io("requesting"))?;
+/// What one attempt ended with.
+enum Attempt {
+    /// The whole file is written.
+    Done,
+    /// A fault a later attempt may not meet.
+    Retry(Refusal),
+    /// A refusal no retry changes.
+    Fail(Refusal),
+}
 
-    let mut reader = BufReader::new(stream);
-    // The status line and headers together are read through one limit, so that a line that
-    // never ends costs at most MAX_HEAD bytes, not the agent's memory.
-    let mut head = (&mut reader).take(MAX_HEAD as u64);
-    let too_long = || Refusal::Io(format!("{url}: response headers cut short or over {MAX_HEAD} bytes"));
-    let mut status = String::new();
-    head.read_line(&mut status).map_err(io("reading the answer of"))?;
-    if !status.ends_with('\n') {
-        return Err(too_long());
-    }
-    let code = status.split_whitespace().nth(1).and_then(|c| c.parse::<u16>().ok());
-    let mut length = None;
+/// Where a download stands across attempts.
+struct Part<'a> {
+    url: &'a Url,
+    file: File,
+    dest: &'a Path,
+    max: u64,
+    deadline: Instant,
+    /// Bytes written so far.
+    got: u64,
+    /// The whole file's size, when the server said.
+    total: Option<u64>,
+    /// The strong ETag or Last-Modified of what was written, for `If-Range`.
+    validator: Option<String>,
+}
+
+/// Downloads `url` into `dest`, at most `max` bytes, within `timeout` (retries included);
+/// calls `progress(got, total)` as bytes arrive. Returns the byte count.
+pub fn download(
+    url: &str,
+    dest: &Path,
+    max: u64,
+    timeout: Duration,
+    ca_file: Option<&Path>,
+    progress: &mut dyn FnMut(u64, Option<u64>),
+) -> Result<u64, Refusal> {
+    let deadline = Instant::now() + timeout;
+    let url = parse_url(url)?;
+    let tls = match url.scheme {
+        Scheme::Http => None,
+        Scheme::Https => Some(crate::tls::client_config(ca_file, None, None, "update.ca_file").map_err(|e| Refusal::Io(e.to_string()))?),
+    };
+    let file = File::create(dest).map_err(|e| Refusal::io(dest.display(), e))?;
+    let mut part = Part { url: &url, file, dest, max, deadline, got: 0, total: None, validator: None };
+    let mut backoff = FIRST_BACKOFF;
+    let mut attempts = 1;
     loop {
-        let mut line = String::new();
-        head.read_line(&mut line).map_err(io("reading the headers of"))?;
-        if !line.ends_with('\n') {
-            return Err(too_long());
-        }
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = line.split_once(':') {
-            let k = k.trim().to_ascii_lowercase();
-            if k == "content-length" {
-                length = v.trim().parse::<u64>().ok();
-            } else if k == "transfer-encoding" && !v.trim().eq_ignore_ascii_case("identity") {
-                return Err(Refusal::Io(format!(
-                    "{url}: transfer-encoding {} is not supported (serve the file with a Content-Length)",
-                    v.trim()
-                )));
+        match part.attempt(tls.clone(), progress) {
+            Attempt::Done => break,
+            Attempt::Fail(refusal) => return Err(refusal),
+            Attempt::Retry(refusal) => {
+                if Instant::now() + backoff >= deadline {
+                    log::warn!("download of {url}: giving up after {attempts} attempts within {}", humantime::format_duration(timeout));
+                    return Err(refusal);
+                }
+                log::warn!("download of {url}: {refusal}; attempt {} in {}s, from byte {}", attempts + 1, backoff.as_secs(), part.got);
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                attempts += 1;
             }
         }
     }
-    match code {
-        Some(200) => {}
-        Some(c) => return Err(Refusal::Io(format!("{url}: server answered {c} ({})", status.trim()))),
-        None => return Err(Refusal::Io(format!("{url}: not an HTTP answer"))),
-    }
-    if let Some(len) = length.filter(|&l| l > max) {
-        return Err(Refusal::TooLarge { size: len, max });
-    }
-    let mut file = File::create(dest).map_err(|e| Refusal::io(dest.display(), e))?;
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut got = 0u64;
-    progress(0, length);
-    loop {
-        if Instant::now() > deadline {
-            return Err(Refusal::Io(format!("{url}: download not finished within {}", humantime::format_duration(timeout))));
+    part.file.flush().map_err(|e| Refusal::io(dest.display(), e))?;
+    Ok(part.got)
+}
+
+impl Part<'_> {
+    fn io_refusal(&self, e: HttpError) -> Attempt {
+        let refusal = Refusal::Io(format!("{}: {e}", self.url));
+        if e.is_transient() {
+            Attempt::Retry(refusal)
+        } else {
+            Attempt::Fail(refusal)
         }
-        let n = match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            // A connection that dies midway is a truncated download, said as such below.
-            Err(e) if length.is_some() => {
-                log::warn!("download of {url} broke off after {got} bytes: {e}");
-                break;
+    }
+
+    /// One request: the whole file, or the rest of it from byte `got`.
+    fn attempt(&mut self, tls: Option<Arc<rustls::ClientConfig>>, progress: &mut dyn FnMut(u64, Option<u64>)) -> Attempt {
+        let range = format!("bytes={}-", self.got);
+        let mut headers = vec![("Accept", "application/octet-stream")];
+        if self.got > 0 {
+            headers.push(("Range", range.as_str()));
+            // The rest of the same file, or (when it changed on the server) all of the new one.
+            if let Some(v) = &self.validator {
+                headers.push(("If-Range", v.as_str()));
             }
-            Err(e) => return Err(Refusal::io(format!("downloading {url}"), e)),
+        }
+        let response = match http::open(self.url, READ_TIMEOUT.min(self.deadline.saturating_duration_since(Instant::now())), tls)
+            .and_then(|stream| http::send(stream, "GET", self.url, &headers, Some(self.deadline)))
+        {
+            Ok(r) => r,
+            Err(e) => return self.io_refusal(e),
         };
-        got += n as u64;
-        if got > max {
-            return Err(Refusal::TooLarge { size: got, max });
+        let head = &response.head;
+        match head.status {
+            200 => {
+                if self.got > 0 {
+                    log::warn!("download of {}: the server sent the whole file again; starting over", self.url);
+                    if let Err(e) = self.file.set_len(0).and_then(|()| self.file.seek(SeekFrom::Start(0)).map(drop)) {
+                        return Attempt::Fail(Refusal::io(self.dest.display(), e));
+                    }
+                    self.got = 0;
+                }
+                self.total = head.content_length();
+                self.validator = head.header("etag").filter(|e| !e.starts_with("W/")).or(head.header("last-modified")).map(String::from);
+            }
+            206 => match head.header("content-range").and_then(content_range) {
+                Some((start, total)) if start == self.got => self.total = total.or(self.total),
+                _ => {
+                    return Attempt::Fail(Refusal::Io(format!(
+                        "{}: asked for the rest from byte {}, the server answered {:?}",
+                        self.url,
+                        self.got,
+                        head.header("content-range").unwrap_or("no Content-Range")
+                    )))
+                }
+            },
+            // Asked for the rest of a file that is complete.
+            416 if self.got > 0 && self.total == Some(self.got) => return Attempt::Done,
+            code => {
+                let refusal = Refusal::Io(format!("{}: server answered {code} {}", self.url, head.reason));
+                // Overloaded, timed out or behind a failing gateway: worth another try.
+                return if matches!(code, 408 | 429 | 500 | 502 | 503 | 504) { Attempt::Retry(refusal) } else { Attempt::Fail(refusal) };
+            }
         }
-        file.write_all(&buf[..n]).map_err(|e| Refusal::io(dest.display(), e))?;
-        progress(got, length);
+        if let Some(total) = self.total.filter(|&t| t > self.max) {
+            return Attempt::Fail(Refusal::TooLarge { size: total, max: self.max });
+        }
+        self.body(response, progress)
     }
-    if let Some(len) = length.filter(|&l| got < l) {
-        return Err(Refusal::Truncated { got, expected: len });
+
+    /// Appends the body to the file.
+    fn body(&mut self, mut body: impl Read, progress: &mut dyn FnMut(u64, Option<u64>)) -> Attempt {
+        let mut buf = vec![0u8; 64 * 1024];
+        progress(self.got, self.total);
+        loop {
+            let n = match body.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut && Instant::now() > self.deadline => {
+                    return Attempt::Fail(Refusal::Io(format!("{}: download not finished in time ({} bytes)", self.url, self.got)))
+                }
+                Err(e) => {
+                    let refusal = match self.total {
+                        Some(expected) => Refusal::Truncated { got: self.got, expected },
+                        None => Refusal::Io(format!("{}: broke off after {} bytes: {e}", self.url, self.got)),
+                    };
+                    return Attempt::Retry(refusal);
+                }
+            };
+            self.got += n as u64;
+            if self.got > self.max {
+                return Attempt::Fail(Refusal::TooLarge { size: self.got, max: self.max });
+            }
+            if let Err(e) = self.file.write_all(buf.get(..n).unwrap_or_default()) {
+                return Attempt::Fail(Refusal::io(self.dest.display(), e));
+            }
+            progress(self.got, self.total);
+        }
+        match self.total {
+            Some(expected) if self.got < expected => Attempt::Retry(Refusal::Truncated { got: self.got, expected }),
+            _ => Attempt::Done,
+        }
     }
-    file.flush().map_err(|e| Refusal::io(dest.display(), e))?;
-    Ok(got)
+}
+
+/// `bytes START-END/TOTAL` → (START, TOTAL unless `*`).
+fn content_range(value: &str) -> Option<(u64, Option<u64>)> {
+    let (range, total) = value.strip_prefix("bytes ")?.split_once('/')?;
+    let start = range.split_once('-')?.0.trim().parse().ok()?;
+    Some((start, total.trim().parse().ok()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::TcpListener;
 
     #[test]
-    fn a_header_that_never_ends_costs_at_most_max_head() {
-        use std::net::TcpListener;
+    fn content_ranges() {
+        assert_eq!(content_range("bytes 100-199/200"), Some((100, Some(200))));
+        assert_eq!(content_range("bytes 5-9/*"), Some((5, None)));
+        assert_eq!(content_range("bytes */200"), None);
+        assert_eq!(content_range("items 1-2/3"), None);
+    }
+
+    /// A server of `data` that answers each connection by `script`: `Some(n)` sends only the
+    /// first `n` bytes of what was asked for, then hangs up; `None` the whole rest. Honours
+    /// `Range: bytes=N-` unless `ranges` is false. Returns the `Range` headers it saw.
+    fn server(data: Vec<u8>, script: Vec<Option<usize>>, ranges: bool) -> (String, std::thread::JoinHandle<Vec<Option<String>>>) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        // The server sends one header line without end, as fast as it can, until the client
-        // hangs up; it reports how much it got rid of.
-        let server = std::thread::spawn(move || {
-            let (mut conn, _) = listener.accept().unwrap();
-            let mut request = [0u8; 1024];
-            let _ = conn.read(&mut request);
-            let mut sent = conn.write(b"HTTP/1.1 200 OK\r\nX-Endless: ").unwrap_or(0);
-            let chunk = vec![b'a'; 64 * 1024];
-            while sent < 256 * 1024 * 1024 {
-                match conn.write(&chunk) {
-                    Ok(n) => sent += n,
-                    Err(_) => break,
+        let url = format!("http://{}/a.dbu", listener.local_addr().unwrap());
+        let handle = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            for cut in script {
+                let (mut conn, _) = listener.accept().unwrap();
+                let mut request = Vec::new();
+                let mut byte = [0u8; 1];
+                while !request.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap() == 1 {
+                    request.push(byte[0]);
                 }
+                let request = String::from_utf8(request).unwrap();
+                let range = request.lines().find_map(|l| l.strip_prefix("Range: bytes=")).map(|r| r.trim_end_matches('-').to_string());
+                let from = if ranges { range.as_deref().map_or(0, |r| r.parse().unwrap()) } else { 0 };
+                seen.push(range);
+                let rest = &data[from..];
+                let head = if from > 0 {
+                    format!(
+                        "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {from}-{}/{}\r\nContent-Length: {}\r\n\r\n",
+                        data.len() - 1,
+                        data.len(),
+                        rest.len()
+                    )
+                } else {
+                    format!("HTTP/1.1 200 OK\r\nETag: \"v1\"\r\nContent-Length: {}\r\n\r\n", data.len())
+                };
+                conn.write_all(head.as_bytes()).unwrap();
+                let _ = conn.write_all(&rest[..cut.unwrap_or(rest.len()).min(rest.len())]);
             }
-            sent
+            seen
         });
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("http://127.0.0.1:{port}/a.dbu");
-        let err = download(&url, &dir.path().join("a"), 1 << 30, Duration::from_secs(30), &mut |_, _| {}).unwrap_err();
-        assert!(err.to_string().contains(&format!("response headers cut short or over {MAX_HEAD} bytes")), "{err}");
-        let sent = server.join().unwrap();
-        // What the client read (MAX_HEAD) plus what the sockets' buffers held when it hung up.
-        assert!(sent < 32 * 1024 * 1024, "the client kept reading: {sent} bytes of one header line");
+        (url, handle)
+    }
+
+    fn data() -> Vec<u8> {
+        (0..300_000u32).map(|i| (i % 251) as u8).collect()
     }
 
     #[test]
-    fn urls() {
-        assert_eq!(parse_url("http://h:8000/a/b.dbu").unwrap(), ("h".into(), 8000, "/a/b.dbu".into()));
-        assert_eq!(parse_url("http://[::1]/x").unwrap(), ("::1".into(), 80, "/x".into()));
-        assert_eq!(parse_url("http://h").unwrap(), ("h".into(), 80, "/".into()));
-        assert_eq!(parse_url("http://[::1]:81/x").unwrap(), ("::1".into(), 81, "/x".into()));
-        assert!(parse_url("http://h:x/").is_err());
-        assert!(parse_url("https://h/x").is_err());
-        assert!(parse_url("ftp://h/x").is_err());
+    fn a_cut_download_resumes_from_the_last_byte() {
+        let (url, server) = server(data(), vec![Some(100_000), Some(50_000), None], true);
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("a");
+        let got = download(&url, &dest, 1 << 20, Duration::from_secs(60), None, &mut |_, _| {}).unwrap();
+        assert_eq!(got, 300_000);
+        assert_eq!(std::fs::read(&dest).unwrap(), data());
+        assert_eq!(server.join().unwrap(), vec![None, Some("100000".into()), Some("150000".into())]);
+    }
+
+    #[test]
+    fn a_server_without_ranges_starts_over() {
+        let (url, server) = server(data(), vec![Some(100_000), None], false);
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("a");
+        assert_eq!(download(&url, &dest, 1 << 20, Duration::from_secs(60), None, &mut |_, _| {}).unwrap(), 300_000);
+        assert_eq!(std::fs::read(&dest).unwrap(), data());
+        assert_eq!(server.join().unwrap(), vec![None, Some("100000".into())]);
+    }
+
+    #[test]
+    fn retries_stop_at_the_deadline_with_the_truncation() {
+        let (url, _server) = server(data(), vec![Some(1000); 3], true);
+        let dir = tempfile::tempdir().unwrap();
+        let started = Instant::now();
+        let err = download(&url, &dir.path().join("a"), 1 << 20, Duration::from_secs(2), None, &mut |_, _| {}).unwrap_err();
+        assert!(matches!(err, Refusal::Truncated { got: 2000, expected: 300_000 }), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(3), "waited past the deadline: {:?}", started.elapsed());
+    }
+
+    #[test]
+    fn refusals_are_not_retried() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/missing.dbu", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let _ = conn.read(&mut [0u8; 1024]);
+            let _ = conn.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let started = Instant::now();
+        let err = download(&url, &dir.path().join("a"), 1 << 20, Duration::from_secs(30), None, &mut |_, _| {}).unwrap_err();
+        assert!(err.to_string().contains("server answered 404 Not Found"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(1));
+        let err =
+            download(&url.replace("http:", "ftp:"), &dir.path().join("a"), 1, Duration::from_secs(5), None, &mut |_, _| {}).unwrap_err();
+        assert!(err.to_string().contains("must start with http:// or https://"), "{err}");
     }
 }

@@ -69,6 +69,8 @@ pub struct Context {
     pub max_size: u64,
     /// Whole-download time limit.
     pub download_timeout: Duration,
+    /// CA certificates of an `https://` artifact server (absent: the system's roots).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Context {
@@ -81,6 +83,7 @@ impl Context {
             key,
             max_size: cfg.update.max_size(),
             download_timeout: cfg.update.download_timeout,
+            ca_file: cfg.update.ca_file.clone(),
         })
     }
 }
@@ -130,7 +133,8 @@ pub fn stage(ctx: &Context, source: &Source, options: &StagedOptions, progress: 
             Source::Url(url) => {
                 let max = ctx.max_size + artifact::MAX_MANIFEST as u64 + 1024;
                 let free = durable::free_space(&requests.dir).map_err(|e| Refusal::io(requests.dir.display(), e))?;
-                fetch::download(url, &download, max.min(free.saturating_sub(SPACE_MARGIN)), ctx.download_timeout, &mut |got, total| {
+                let max = max.min(free.saturating_sub(SPACE_MARGIN));
+                fetch::download(url, &download, max, ctx.download_timeout, ctx.ca_file.as_deref(), &mut |got, total| {
                     progress(Progress::Downloading { got, total })
                 })?;
                 download.clone()

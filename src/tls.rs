@@ -1,5 +1,6 @@
-//! rustls client configuration on the `ring` provider: server verification against the
-//! configured CA file (or the system's roots) and an optional client certificate.
+//! rustls client configuration on the `ring` provider, for the MQTT link and HTTPS
+//! downloads: server verification against the configured CA file (or the system's roots)
+//! and an optional client certificate.
 
 use std::fs::File;
 use std::io::BufReader;
@@ -39,8 +40,14 @@ fn key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
         .ok_or_else(|| err(path.display().to_string(), "contains no PEM private key"))
 }
 
-/// The client configuration for `mqtts://`.
-pub fn client_config(ca_file: Option<&Path>, cert_file: Option<&Path>, key_file: Option<&Path>) -> Result<Arc<ClientConfig>, TlsError> {
+/// A client configuration; `ca_setting` names the setting that gives a CA file, for the
+/// error when the system has no roots.
+pub fn client_config(
+    ca_file: Option<&Path>,
+    cert_file: Option<&Path>,
+    key_file: Option<&Path>,
+    ca_setting: &str,
+) -> Result<Arc<ClientConfig>, TlsError> {
     let mut roots = RootCertStore::empty();
     match ca_file {
         Some(path) => {
@@ -52,7 +59,7 @@ pub fn client_config(ca_file: Option<&Path>, cert_file: Option<&Path>, key_file:
             let native = rustls_native_certs::load_native_certs();
             let (added, _) = roots.add_parsable_certificates(native.certs);
             if added == 0 {
-                return Err(err("system CA certificates", "none found; set mqtt.ca_file"));
+                return Err(err("system CA certificates", format!("none found; set {ca_setting}")));
             }
         }
     }
