@@ -25,6 +25,9 @@ pub struct ConfigError {
     pub reason: String,
 }
 
+/// Largest configuration file (or fleet overlay) read: a real one is a few KiB.
+pub const MAX_FILE: u64 = 1024 * 1024;
+
 /// The whole agent configuration.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]

@@ -60,8 +60,22 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 /// Reads a regular file of at most `max` bytes without following a symlink at its path:
 /// the privileged slot controller reads files an unprivileged user could have planted.
 pub fn read_bounded(path: &Path, max: u64) -> io::Result<Vec<u8>> {
+    read_regular(OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path)?, max)
+}
+
+/// Reads a regular file of at most `max` bytes, following symlinks (configuration an
+/// operator may link into place); a larger file is an error, never a large allocation.
+pub fn read_limited(path: &Path, max: u64) -> io::Result<Vec<u8>> {
+    read_regular(std::fs::File::open(path)?, max)
+}
+
+/// Reads [`read_limited`]'s file as UTF-8 text.
+pub fn read_text(path: &Path, max: u64) -> io::Result<String> {
+    String::from_utf8(read_limited(path, max)?).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not UTF-8 text"))
+}
+
+fn read_regular(file: std::fs::File, max: u64) -> io::Result<Vec<u8>> {
     use std::io::Read;
-    let file = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path)?;
     let meta = file.metadata()?;
     if !meta.is_file() {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
@@ -124,5 +138,10 @@ mod tests {
         let l = dir.path().join("l");
         std::os::unix::fs::symlink(&f, &l).unwrap();
         assert!(read_bounded(&l, 100).is_err());
+        assert_eq!(read_limited(&l, 5).unwrap(), b"12345", "configuration may be linked into place");
+        assert!(read_limited(&l, 4).unwrap_err().to_string().contains("5 bytes, more than the 4 allowed"));
+        assert!(read_limited(dir.path(), 4).unwrap_err().to_string().contains("not a regular file"));
+        fs::write(&f, b"\xff\xfe").unwrap();
+        assert!(read_text(&f, 5).unwrap_err().to_string().contains("not UTF-8"));
     }
 }

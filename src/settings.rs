@@ -45,14 +45,14 @@ pub struct Loaded {
 /// Loads the configuration file (validated: file, key and reason on error) and applies the
 /// fleet overlay, if any.
 pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+    let text = crate::durable::read_text(path, crate::config::MAX_FILE).map_err(|e| ConfigError {
         file: path.to_path_buf(),
         key: "(file)".into(),
         reason: format!("cannot read: {e}"),
     })?;
     let base = Config::parse(path, &text)?;
     let overlay_path = base.data_dir.join(OVERLAY);
-    let overlay = match std::fs::read_to_string(&overlay_path) {
+    let overlay = match crate::durable::read_text(&overlay_path, crate::config::MAX_FILE) {
         Ok(overlay) => overlay,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Loaded { config: base, overlay: None, warning: None }),
         Err(e) => {
@@ -121,7 +121,7 @@ impl Settings {
         }
         let current = self.current();
         let overlay_path = current.data_dir.join(OVERLAY);
-        let mut overlay: toml::Table = match std::fs::read_to_string(&overlay_path) {
+        let mut overlay: toml::Table = match crate::durable::read_text(&overlay_path, crate::config::MAX_FILE) {
             Ok(text) => text.parse().unwrap_or_default(),
             Err(_) => toml::Table::new(),
         };
@@ -133,7 +133,8 @@ impl Settings {
             table.insert(key.to_string(), value);
         }
         let overlay_text = toml::to_string(&overlay).map_err(|e| e.to_string())?;
-        let base = std::fs::read_to_string(&self.path).map_err(|e| format!("cannot read {}: {e}", self.path.display()))?;
+        let base = crate::durable::read_text(&self.path, crate::config::MAX_FILE)
+            .map_err(|e| format!("cannot read {}: {e}", self.path.display()))?;
         let config = merged(&base, &overlay_text)
             .and_then(|text| Config::parse(&overlay_path, &text).map_err(|e| format!("key `{}`: {}", e.key, e.reason)))?;
         write_atomically(&overlay_path, overlay_text.as_bytes()).map_err(|e| format!("cannot persist {}: {e}", overlay_path.display()))?;

@@ -91,6 +91,21 @@ fn run_with_bad_config_exits_78_before_starting() {
     assert!(err.contains("gpio.pin") && err.contains("0..=27"), "{err}");
 }
 
+/// A file that is not a configuration (a log, a disk image named by mistake, /dev/zero) is
+/// refused by its size or kind before it is read into memory.
+#[test]
+fn huge_or_special_files_are_refused_unread() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("huge.toml");
+    std::fs::write(&path, format!("# {}\n", "x".repeat(2 << 20))).unwrap();
+    let (code, _, err) = common::run(&["-c", path.to_str().unwrap(), "check-config"]);
+    assert_eq!(code, 78);
+    assert!(err.contains("huge.toml") && err.contains("more than the 1048576 allowed"), "{err}");
+    let (code, _, err) = common::run(&["-c", "/dev/zero", "check-config"]);
+    assert_eq!(code, 78);
+    assert!(err.contains("/dev/zero") && err.contains("not a regular file"), "{err}");
+}
+
 #[test]
 fn missing_file_exits_78() {
     let (code, _, err) = common::run(&["-c", "/nonexistent/doorbell.toml", "check-config"]);

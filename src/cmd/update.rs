@@ -179,7 +179,7 @@ pub(super) fn settle(id: &str, name: &str, state: Option<&State>, requests: &Req
 /// Whether the staged artifact waiting for slotctl carries this request id.
 fn staged_for(requests: &Requests, id: &str) -> bool {
     let path = requests.staged().join(crate::slot::ctl::staged::OPTIONS);
-    std::fs::read(path)
+    crate::durable::read_limited(&path, 4096)
         .ok()
         .and_then(|b| serde_json::from_slice::<StagedOptions>(&b).ok())
         .is_some_and(|o| o.request_id.as_deref() == Some(id))

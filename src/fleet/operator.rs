@@ -140,7 +140,7 @@ fn keygen(file: &Path) -> anyhow::Result<u8> {
 
 /// Reads a fleet key written by `fleet keygen`.
 pub(super) fn signing_key(path: &Path) -> anyhow::Result<SigningKey> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = crate::durable::read_text(path, 4096).with_context(|| format!("reading {}", path.display()))?;
     let seed = base64::engine::general_purpose::STANDARD.decode(text.trim()).with_context(|| format!("{}: not base64", path.display()))?;
     let seed: [u8; 32] = seed.try_into().map_err(|_| anyhow::anyhow!("{}: not a 32-byte ed25519 key", path.display()))?;
     Ok(SigningKey::from_bytes(&seed))

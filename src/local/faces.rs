@@ -190,7 +190,6 @@ fn ring_arg(ring: &str) -> Value {
 
 /// Reads a file the user named, refusing one too large to send.
 fn read(path: &Path, max: u64) -> anyhow::Result<Vec<u8>> {
-    let len = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?.len();
-    anyhow::ensure!(len <= max, "{} is {len} bytes; the agent takes at most {max} (control.max_request_mib)", path.display());
-    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+    crate::durable::read_limited(path, max)
+        .with_context(|| format!("reading {} (the agent takes at most {max} bytes: control.max_request_mib)", path.display()))
 }

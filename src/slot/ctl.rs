@@ -206,7 +206,7 @@ impl Ctl {
     /// Describes a slot's binary as installed (used only when there is no state to trust).
     fn describe_installed(&self, slot: Slot) -> Option<SlotInfo> {
         let path = self.layout.binary(slot);
-        let bytes = fs::read(&path).ok()?;
+        let bytes = durable::read_limited(&path, self.settings.update.max_size()).ok()?;
         // The installer put this binary here; asking it its version is as trusted as running it.
         let version = Command::new(&path)
             .arg("--version")

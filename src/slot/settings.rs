@@ -34,7 +34,7 @@ impl Settings {
     /// Reads the settings from the agent's config file; never fails (see the module doc).
     pub fn load(path: &Path) -> Settings {
         let mut s = Settings::default();
-        let text = match std::fs::read_to_string(path) {
+        let text = match crate::durable::read_text(path, crate::config::MAX_FILE) {
             Ok(t) => t,
             Err(e) => {
                 log::warn!("{}: cannot read ({e}); using defaults (no update key: updates are refused)", path.display());

@@ -116,7 +116,7 @@ pub fn stage(ctx: &Context, source: &Source, options: &StagedOptions, progress: 
         return Err(Refusal::TrialRunning { version: t.version.clone(), slot: t.slot.to_string() });
     }
     let requests = Requests::new(&ctx.data_dir);
-    if let Ok(m) = fs::read(requests.staged().join(staged::MANIFEST)) {
+    if let Ok(m) = durable::read_limited(&requests.staged().join(staged::MANIFEST), artifact::MAX_MANIFEST as u64) {
         let version = serde_json::from_slice::<Manifest>(&m).map(|m| m.version).unwrap_or_else(|_| "?".into());
         return Err(Refusal::TrialRunning {
             version: format!("{version} (staged, waiting for the agent to restart)"),

@@ -380,9 +380,12 @@ impl Task {
     fn record_baseline(&self, state: Option<&State>) {
         let Some(metrics) = &self.canary else { return };
         let Some(state) = state else { return };
-        let manifest = std::fs::read(self.requests.staged().join(crate::slot::ctl::staged::MANIFEST))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<super::artifact::Manifest>(&b).ok());
+        let manifest = crate::durable::read_limited(
+            &self.requests.staged().join(crate::slot::ctl::staged::MANIFEST),
+            super::artifact::MAX_MANIFEST as u64,
+        )
+        .ok()
+        .and_then(|b| serde_json::from_slice::<super::artifact::Manifest>(&b).ok());
         let Some(manifest) = manifest else {
             log::warn!("canary: no readable staged manifest, no baseline recorded");
             return;
