@@ -18,24 +18,20 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn wait_listening(port: u16) {
-    let end = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < end, "nothing listens on port {port}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// The embedded rumqttd broker (it has no stop: it lives until the test process ends).
 pub struct Rumqttd {
     pub port: u16,
 }
 
 impl Rumqttd {
+    /// Starts the broker on a free port; a port taken between the choice and the bind (a
+    /// loaded machine running many tests) is retried on another one.
     pub fn start() -> Rumqttd {
-        let port = free_port();
-        let config = format!(
-            r#"
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            let port = free_port();
+            let config = format!(
+                r#"
 id = 0
 [router]
 id = 0
@@ -53,14 +49,27 @@ max_payload_size = 8388608
 max_inflight_count = 500
 dynamic_filters = true
 "#
-        );
-        let config: rumqttd::Config = toml::from_str(&config).expect("rumqttd config");
-        std::thread::spawn(move || {
-            let mut broker = rumqttd::Broker::new(config);
-            let _ = broker.start();
-        });
-        wait_listening(port);
-        Rumqttd { port }
+            );
+            let config: rumqttd::Config = toml::from_str(&config).expect("rumqttd config");
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let mut broker = rumqttd::Broker::new(config);
+                // start() returns only when it failed (a bind error, say).
+                let _ = tx.send(format!("{:?}", broker.start()));
+            });
+            let end = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < end {
+                if let Ok(error) = rx.try_recv() {
+                    last_error = error;
+                    break;
+                }
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Rumqttd { port };
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        panic!("rumqttd did not start: {last_error}");
     }
 }
 
@@ -85,36 +94,64 @@ impl Mosquitto {
     /// (TLS files, `allow_anonymous`, password and ACL files).
     pub fn start(listener_extra: &str) -> Mosquitto {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
+        let mut m = Mosquitto { child: None, port: 0, dir };
+        // A port taken between its choice and mosquitto's bind is retried on another one.
+        for _ in 0..5 {
+            m.port = free_port();
+            m.configure(listener_extra);
+            if m.run() {
+                return m;
+            }
+        }
+        panic!("mosquitto did not start: {}", m.log());
+    }
+
+    fn configure(&self, listener_extra: &str) {
         let conf = format!(
             // `user root`: run as root, mosquitto would otherwise switch to its own user and fail
             // to write its persistence into our directory (ignored when not run as root).
             "user root\npersistence true\npersistence_location {}/\nlog_dest stderr\nlog_type error\nlog_type warning\n\
-             per_listener_settings false\nmax_queued_messages 100000\nlistener {port} 127.0.0.1\n{}\n",
-            dir.path().display(),
+             per_listener_settings false\nmax_queued_messages 100000\nlistener {} 127.0.0.1\n{}\n",
+            self.dir.path().display(),
+            self.port,
             if listener_extra.contains("allow_anonymous") {
                 listener_extra.to_string()
             } else {
                 format!("allow_anonymous true\n{listener_extra}")
             }
         );
-        std::fs::write(dir.path().join("mosquitto.conf"), conf).unwrap();
-        let mut m = Mosquitto { child: None, port, dir };
-        m.run();
-        m
+        std::fs::write(self.dir.path().join("mosquitto.conf"), conf).unwrap();
     }
 
-    fn run(&mut self) {
-        let child = Command::new(mosquitto_bin())
+    /// What mosquitto wrote to stderr (errors and warnings).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
+    }
+
+    /// Starts the process; false when it exited for a port clash, a panic with its log for
+    /// any other failure.
+    fn run(&mut self) -> bool {
+        let log = std::fs::File::create(self.dir.path().join("mosquitto.log")).unwrap();
+        let mut child = Command::new(mosquitto_bin())
             .arg("-c")
             .arg(self.dir.path().join("mosquitto.conf"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("start mosquitto");
+        let end = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Some(status) = child.try_wait().unwrap() {
+                let log = self.log();
+                assert!(log.contains("Address already in use"), "mosquitto exited ({status}) on port {}: {log}", self.port);
+                return false;
+            }
+            assert!(Instant::now() < end, "mosquitto does not listen on port {} after 10 s: {}", self.port, self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
         self.child = Some(child);
-        wait_listening(self.port);
+        true
     }
 
     /// Stops it the way an operator would (SIGTERM: sessions and queued messages are saved).
@@ -129,7 +166,7 @@ impl Mosquitto {
     /// Starts it again on the same port with the same persistence.
     pub fn restart(&mut self) {
         self.stop();
-        self.run();
+        assert!(self.run(), "mosquitto could not bind its port {} again: {}", self.port, self.log());
     }
 }
 
