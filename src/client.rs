@@ -1,5 +1,7 @@
 //! The CLI's and slotctl's requests to the local probe (`status`, `press`, `doctor`, the
 //! trial's health check), over the one HTTP client in [`crate::http`].
+// Reads bytes from outside the process: no index or slice that can panic.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use std::net::SocketAddr;
 use std::time::Duration;

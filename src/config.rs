@@ -2,6 +2,8 @@
 //!
 //! Every field has a default that works on a Pi. Unknown keys, wrong types and out-of-range
 //! values are rejected with the file, the dotted key and the reason (exit 78 at the edge).
+// Reads bytes from outside the process: no index or slice that can panic.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use std::fmt;
 use std::net::SocketAddr;

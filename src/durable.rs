@@ -5,6 +5,8 @@
 //!
 //! Each durable step passes through `fault::step`, so the crash-point tests can kill the
 //! process after any one of them (compiled in only with the `fault-injection` feature).
+// Reads bytes from outside the process: no index or slice that can panic.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};

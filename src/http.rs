@@ -4,6 +4,8 @@
 //! Used by the CLI towards the probe, by slotctl's health check, by the camera snapshot
 //! source and by the update download. TLS is a separate step ([`tls`]) so that what only
 //! speaks plain HTTP on loopback (slotctl) does not link rustls.
+// Reads bytes from outside the process: no index or slice that can panic.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read, Write};

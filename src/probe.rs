@@ -5,6 +5,8 @@
 //! tiny-http with limits: bounded connections (oldest evicted), socket timeouts, a header
 //! size and time limit. Handlers only read in-memory state or small store ranges, so a
 //! request costs microseconds and a flood cannot grow threads or memory.
+// Reads bytes from outside the process: no index or slice that can panic.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use std::io::Read;
 use std::net::TcpListener;

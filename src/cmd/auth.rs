@@ -5,6 +5,8 @@
 //! signature covers the bytes as sent, so any signer (any language, any JSON library) makes
 //! them exactly. Unsigned, forged, expired, far-future or misdirected ones are `failed` "not
 //! authorised".
+// Reads bytes from outside the process: no index or slice that can panic.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use base64::Engine;
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};

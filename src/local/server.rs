@@ -2,6 +2,8 @@
 //! replaced, a live one or any other file never is), mode 0660, a bounded number of
 //! connections, request lines bounded in size and time, and the relay of each request's
 //! lifecycle answers from the `cmd::Dispatcher` back to its connection.
+// Reads bytes from outside the process: no index or slice that can panic.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use std::fs;
 use std::io;

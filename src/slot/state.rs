@@ -3,6 +3,8 @@
 //!
 //! On disk: `{"sha256":"<hex of the state bytes>","state":{...}}`. The checksum covers the
 //! exact bytes of `state`, so a torn or bit-rotted file is detected, never half-trusted.
+// Reads bytes from outside the process: no index or slice that can panic.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use std::path::Path;
 

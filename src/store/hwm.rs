@@ -15,6 +15,8 @@
 //! synced off the ring's path, within `store::MARK_SYNC_DELAY` (one sync for a burst of
 //! rings): a stored mark left in the page cache would lag after a power cut and hide the
 //! very loss it is there to show.
+// Reads bytes from outside the process: no index or slice that can panic.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -152,7 +154,7 @@ impl HighWater {
     fn write(&mut self, next: Marks) -> io::Result<()> {
         let file = self.file()?;
         let generation = self.generation + 1;
-        let offset = OFFSETS[(generation % 2) as usize];
+        let offset = if generation % 2 == 0 { OFFSETS[0] } else { OFFSETS[1] };
         file.write_all_at(&encode(generation, next), offset)?;
         self.generation = generation;
         self.written = next;
@@ -189,7 +191,7 @@ fn encode(generation: u64, m: Marks) -> [u8; SLOT] {
 }
 
 fn decode(buf: &[u8; SLOT]) -> Option<(u64, Marks)> {
-    let u64_at = |i: usize| u64::from_le_bytes(buf[i..i + 8].try_into().unwrap_or_default());
+    let u64_at = |i: usize| buf.get(i..i + 8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_le_bytes);
     let crc = u32::from_le_bytes(buf[32..36].try_into().ok()?);
     let valid = &buf[0..4] == MAGIC && buf[4..8] == VERSION.to_le_bytes() && crc32fast::hash(&buf[0..32]) == crc;
     valid.then(|| (u64_at(8), Marks { stored: u64_at(16), issued: u64_at(24) }))

@@ -7,6 +7,8 @@
 //! `[format=1][crc32 of payload, LE][postcard(value)]`: a bad CRC is corruption, a good CRC
 //! that does not decode is a value from a newer version, which an older version skips (and
 //! keeps) after a rollback.
+// Reads bytes from outside the process: no index or slice that can panic.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -52,19 +54,14 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 
 /// Opens an envelope, telling corruption from a value written by a newer version.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
-    if bytes.len() < 5 {
+    let [format, c0, c1, c2, c3, payload @ ..] = bytes else {
         return Err(DecodeError::Corrupt("too short"));
-    }
-    if bytes[0] != FORMAT {
+    };
+    if *format != FORMAT {
         // A future envelope format is also "newer", as long as it is not garbage we can see.
-        return Err(if bytes[0] > FORMAT && bytes[0] < 16 {
-            DecodeError::NewerVersion
-        } else {
-            DecodeError::Corrupt("unknown format byte")
-        });
+        return Err(if *format > FORMAT && *format < 16 { DecodeError::NewerVersion } else { DecodeError::Corrupt("unknown format byte") });
     }
-    let crc = u32::from_le_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
-    let payload = &bytes[5..];
+    let crc = u32::from_le_bytes([*c0, *c1, *c2, *c3]);
     if crc32fast::hash(payload) != crc {
         return Err(DecodeError::Corrupt("checksum mismatch"));
     }

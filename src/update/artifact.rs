@@ -10,6 +10,8 @@
 //! `size`). So nothing unsigned is ever decompressed, and the decompressed bytes are checked
 //! again. This module is shared by the agent (staging), `doorbell-slotctl` (re-verifying
 //! before it installs: it never trusts the agent) and `doorbell-release` (signing).
+// Reads bytes from outside the process: no index or slice that can panic.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -237,7 +239,7 @@ impl PublicKey {
 
     /// Short id (first 8 bytes of the key's sha256, hex) named in manifests and errors.
     pub fn id(&self) -> String {
-        hex(&Sha256::digest(self.0.as_bytes())[..8])
+        hex(Sha256::digest(self.0.as_bytes()).get(..8).unwrap_or_default())
     }
 }
 
@@ -396,18 +398,19 @@ const EF_ARM_ABI_FLOAT_HARD: u32 = 0x400;
 /// Reads class, machine and ARM float ABI from an ELF header (little-endian only: every
 /// Raspberry Pi target is).
 pub fn elf_kind(head: &[u8]) -> Option<ElfKind> {
-    if head.len() < 52 || &head[..4] != b"\x7fELF" || head[5] != 1 {
+    let bytes = |at: usize, n: usize| head.get(at..at + n);
+    if head.len() < 52 || !head.starts_with(b"\x7fELF") || head.get(5) != Some(&1) {
         return None;
     }
-    let bits = match head[4] {
+    let bits = match head.get(4)? {
         1 => 32,
         2 => 64,
         _ => return None,
     };
-    let machine = u16::from_le_bytes([head[18], head[19]]);
+    let machine = u16::from_le_bytes(bytes(18, 2)?.try_into().ok()?);
     // e_flags sits at 36 (ELF32) or 48 (ELF64).
     let flags_at = if bits == 32 { 36 } else { 48 };
-    let flags = u32::from_le_bytes([head[flags_at], head[flags_at + 1], head[flags_at + 2], head[flags_at + 3]]);
+    let flags = u32::from_le_bytes(bytes(flags_at, 4)?.try_into().ok()?);
     Some(ElfKind { bits, machine, hard_float: machine == 40 && flags & EF_ARM_ABI_FLOAT_HARD != 0 })
 }
 
