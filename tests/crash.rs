@@ -70,11 +70,8 @@ fn sigkill_while_writing_never_loses_what_was_reported_stored() {
             presses += 1;
         }
         let mut agent = agent;
-        let pid = agent.pid() as i32;
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-        let _ = agent.child.wait();
-        std::thread::sleep(Duration::from_millis(50));
+        // Returns once the agent is dead and every line it wrote has been read.
+        agent.signal(libc::SIGKILL);
 
         for line in agent.log_lines() {
             if line.contains("alert raised stored:") {

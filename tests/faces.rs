@@ -145,10 +145,18 @@ fn an_idle_worker_exits_and_a_killed_one_is_replaced() {
     assert_eq!(pids.len(), 1, "{pids:?}");
     // SAFETY: kill(2) on the worker child of the agent we started.
     unsafe { libc::kill(pids[0] as i32, libc::SIGKILL) };
-    std::thread::sleep(Duration::from_millis(100));
+    // kill(2) returns before the worker is dead: wait until it is, so that ring 3 meets a
+    // worker that died between rings rather than one that dies during the ring.
+    assert!(common::wait_until(Duration::from_secs(5), || exited(pids[0])), "the worker outlived SIGKILL");
     let r = ring(&agent, 3);
     assert_eq!(r["result"], "unknown", "a dead worker costs at most a restart: {r}");
     assert!(agent.metric("doorbell_pipeline_worker_failures_total{kind=\"crash\"}") >= 1.0);
+}
+
+/// Whether process `pid` has exited: a zombie until its parent reaps it, or gone.
+fn exited(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_or(true, |stat| stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')))
 }
 
 /// Child processes of `pid` (the pipeline worker).

@@ -236,6 +236,7 @@ fn rollout_halts_when_the_failure_budget_is_spent() {
     // own: the answers the rollout saw may still be on their way to it.
     let commanded = |m: &[Msg]| m.iter().filter(|m| m.topic.ends_with("/cmd/res") && m.json()["status"] == "accepted").count();
     watcher.wait(Duration::from_secs(10), |m| commanded(m) >= waves_run);
+    // A fixed moment more for an answer that must not come.
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(commanded(&watcher.messages()), waves_run);
     println!("halted rollout over {n} agents: {:.2} s", took.as_secs_f64());

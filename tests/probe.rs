@@ -141,6 +141,7 @@ fn two_hundred_idle_connections_neither_block_health_nor_grow_threads_or_memory(
     for s in idle.iter().step_by(2) {
         let _ = (&*s).write_all(b"GET /health HTTP/1.1\r\n");
     }
+    // Nothing tells when the agent has taken them all in: a fixed moment lets the load land.
     std::thread::sleep(Duration::from_millis(300));
     for i in 0..20 {
         assert_health_fast(&agent, &format!("request {i} with 200 idle connections open"));

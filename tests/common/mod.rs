@@ -59,6 +59,8 @@ pub struct Agent {
     pub addr: SocketAddr,
     pub config: PathBuf,
     lines: Arc<Mutex<Vec<String>>>,
+    /// The thread that reads stderr into `lines`; it ends when the pipe closes.
+    reader: std::thread::JoinHandle<()>,
 }
 
 impl Agent {
@@ -95,12 +97,12 @@ impl Agent {
         let lines = Arc::new(Mutex::new(Vec::new()));
         let stderr = child.stderr.take().unwrap();
         let sink = lines.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 sink.lock().unwrap().push(line);
             }
         });
-        let mut agent = Agent { child, addr: "127.0.0.1:1".parse().unwrap(), config: config.to_path_buf(), lines };
+        let mut agent = Agent { child, addr: "127.0.0.1:1".parse().unwrap(), config: config.to_path_buf(), lines, reader };
         let ready = agent
             .wait_log(|l| l.contains(" ready in "), Duration::from_secs(10))
             .unwrap_or_else(|| panic!("agent did not become ready; log:\n{}", agent.log()));
@@ -205,6 +207,9 @@ impl Agent {
         let end = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
+                // Its last lines may still be in the pipe: read them all before anyone looks
+                // (the pipe closes once its worker, which shares it, has exited too).
+                wait_until(Duration::from_secs(5), || self.reader.is_finished());
                 return Some(status);
             }
             if Instant::now() >= end {
@@ -223,6 +228,21 @@ impl Drop for Agent {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Polls `cond` until it holds or `timeout` passes; returns whether it held. For waiting on
+/// an outcome instead of sleeping a fixed time and hoping it came.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
