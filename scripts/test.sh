@@ -51,6 +51,9 @@ cargo test --locked --no-default-features --lib
 log "footprint budgets (release build: binary size, start to READY, idle RSS and CPU)"
 scripts/footprint.py --duration 20 --starts 5
 
+log "the README's two commands, verbatim, on a fresh clone (scripts/readme-commands.sh)"
+scripts/readme-commands.sh
+
 log "vendored crates: the tests of our patches"
 cargo test --manifest-path vendor/tiny_http/Cargo.toml --test limits
 cargo test --manifest-path vendor/rpi-pal/Cargo.toml --lib no_regex_patch
