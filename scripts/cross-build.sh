@@ -8,7 +8,7 @@
 #
 #   aarch64-unknown-linux-gnu      Pi Zero 2 W, 3, 4, 5 on a 64-bit OS   Debian rustc-web (1.96)
 #   armv7-unknown-linux-gnueabihf  Pi 2-5 on a 32-bit OS                 Debian rustc 1.85 (MSRV)
-#   arm-unknown-linux-gnueabihf    Pi Zero / Pi 1 (ARMv6): use `cross`, see the README
+#   arm-unknown-linux-gnueabihf    Pi Zero / Pi 1 (ARMv6): use `cross`, see docs/deploying.md
 #
 # Results: target/device/TARGET/ (copies; cargo's target directory is in the build cache).
 # Budgets: doorbell-agent <= 4 MiB, <= 14 MiB with the `faces` feature; its zstd-compressed

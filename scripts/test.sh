@@ -2,10 +2,12 @@
 # The whole test suite, exactly as CI runs it (.ci/run calls this script).
 #
 # Installs what the tests need when it is missing (Mosquitto; the systemd testbed installs
-# systemd-nspawn and debootstrap itself), then: formatting, clippy, the supply-chain check
+# systemd-nspawn and debootstrap itself), then: formatting, the documentation's links
+# (scripts/check-docs.sh), clippy, the supply-chain check
 # (scripts/deny.sh), every test of the agent
 # (unit, real-binary end-to-end, real systemd in nspawn), a short footprint check against the
-# size/memory/start-up budgets, the vendored crates' patch tests, the device build (aarch64
+# size/memory/start-up budgets, the vendored crates' patch tests, a fuzzing smoke of every
+# parser of outside bytes (scripts/fuzz.sh --smoke), the device build (aarch64
 # release binary with Debian's Rust: size budget, qemu smoke test; scripts/cross-build.sh
 # installs its toolchain), the MSRV build (scripts/msrv.sh), the device test (scripts/test-device.sh:
 # the flashed SD image booted on an emulated Pi Zero 2 W, ~7 min; DOORBELL_SKIP_DEVICE_TEST=1
@@ -26,6 +28,9 @@ scripts/test-deps.sh
 
 log "cargo fmt --check"
 cargo fmt --all -- --check
+
+log "docs: links"
+scripts/check-docs.sh
 
 log "cargo clippy (all targets, warnings are errors; with and without the test-only faults)"
 cargo clippy --locked --all-targets -- -D warnings
@@ -58,6 +63,11 @@ log "vendored crates: the tests of our patches"
 cargo test --manifest-path vendor/tiny_http/Cargo.toml --test limits
 cargo test --manifest-path vendor/rpi-pal/Cargo.toml --lib no_regex_patch
 
+# Each parser of outside bytes for 10 s under AFL++ (fuzz/); the build stays in the build
+# cache between runs (~4 min from cold, ~1.5 min after a change of the agent).
+log "fuzzing smoke: every parser of outside bytes (scripts/fuzz.sh --smoke)"
+scripts/fuzz.sh --smoke --cache-build
+
 if [[ "${DOORBELL_SKIP_DEVICE_BUILD:-}" == 1 ]]; then
     log "SKIPPED: device builds and MSRV build (DOORBELL_SKIP_DEVICE_BUILD=1)"
 else
@@ -76,8 +86,8 @@ else
 fi
 
 # Shipping (install.sh, the .deb, deploy.sh, flash.sh) on devices booted with nspawn; needs
-# root like the systemd tests. The default pair costs ~1 min; all four ~3 min (README,
-# "Tests of all this").
+# root like the systemd tests. The default pair costs ~1 min; all four ~3 min
+# (docs/testing.md, "Shipping tests").
 ship="${DOORBELL_SHIP_TESTS:-install flash}"
 if [[ "${DOORBELL_SKIP_SYSTEMD:-}" == 1 || "$ship" == none ]]; then
     log "SKIPPED: shipping tests (DOORBELL_SKIP_SYSTEMD=1 or DOORBELL_SHIP_TESTS=none)"

@@ -1,4 +1,4 @@
-//! Configuration: the TOML contract of DESIGN.md, its defaults, and validation.
+//! Configuration: the TOML contract of docs/configuration.md, its defaults, and validation.
 //!
 //! Every field has a default that works on a Pi. Unknown keys, wrong types and out-of-range
 //! values are rejected with the file, the dotted key and the reason (exit 78 at the edge).

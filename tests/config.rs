@@ -192,3 +192,203 @@ fn a_closed_pipe_ends_the_cli_quietly_not_with_an_abort() {
     let status = child.wait().unwrap();
     assert_eq!(status.signal(), Some(libc::SIGPIPE), "{status:?} (SIGABRT would be a panic on the write)");
 }
+
+/// The configuration reference, docs/configuration.md, is the real configuration (issue 17):
+/// every ```toml block on the page parses, and its commented reference matches
+/// `Config::default()` key by key.
+///
+/// The reference's convention, which this test reads it by:
+/// - `key = value` (not commented out) shows the key's default: it must equal the default.
+/// - `# key = value` is a key that is absent by default (an `Option`), or whose default the
+///   comment names ("default: …", on the line or on the comment lines right after a run of such
+///   keys: the models' paths and hashes).
+/// - `# [table]` / `# [[table]]` is a section absent by default. In `# [mqtt]` a key shows the
+///   section's default (`MqttConfig::default()`) where it has one; the `[[alerts.rule]]` keys
+///   are an example rule.
+/// - `# a / b = value` documents two keys at once.
+///
+/// Every key of the configuration, `Option`s and the two absent sections included, must be
+/// on the page, commented or not. Values are compared as JSON of the parsed configuration
+/// (serde_json keeps `None` as `null`, so optional keys are part of the key set; durations
+/// compare as what they parse to: "60s" and "1m" are the same).
+#[test]
+fn the_documented_configuration_is_the_real_one() {
+    use doorbell_agent::config::{Config, MqttConfig};
+    use serde_json::Value;
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    let doc_path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/configuration.md");
+    let doc = std::fs::read_to_string(doc_path).unwrap();
+
+    // The ```toml blocks, with the line of their opening fence.
+    let mut blocks: Vec<(usize, String)> = Vec::new();
+    let mut open: Option<(usize, String)> = None;
+    for (i, line) in doc.lines().enumerate() {
+        match open.take() {
+            None if line.trim_end() == "```toml" => open = Some((i + 1, String::new())),
+            None => {}
+            Some(block) if line.trim_end() == "```" => blocks.push(block),
+            Some((at, mut text)) => {
+                text.push_str(line);
+                text.push('\n');
+                open = Some((at, text));
+            }
+        }
+    }
+    assert!(open.is_none(), "{doc_path}: a ```toml block is not closed");
+    assert!(!blocks.is_empty(), "{doc_path}: no ```toml block");
+
+    // (a) Every block, as written, is a valid configuration.
+    for (at, text) in &blocks {
+        if let Err(e) = Config::parse(Path::new(doc_path), text) {
+            panic!("{doc_path}: the ```toml block at line {at} is not a valid configuration: {e}");
+        }
+    }
+
+    /// `# key = value` or `# a / b = value`: the keys and `= value…`.
+    fn commented_key(line: &str) -> Option<(Vec<String>, &str)> {
+        let (keys, value) = line.strip_prefix("# ")?.split_once('=')?;
+        let keys: Vec<String> = keys.split('/').map(|k| k.trim().to_string()).collect();
+        let key_like = |k: &String| !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        (keys.iter().all(key_like) && !value.trim().is_empty()).then_some((keys, value))
+    }
+    /// `[table]` / `[[table]]` (after an optional `# `): the table's dotted name.
+    fn header(line: &str) -> Option<String> {
+        let line = line.trim_start();
+        let name = line.strip_prefix("[[").and_then(|r| r.split_once("]]")).or_else(|| line.strip_prefix('[')?.split_once(']'))?.0;
+        Some(name.trim().to_string())
+    }
+    let path = |table: &str, key: &str| if table.is_empty() { key.to_string() } else { format!("{table}.{key}") };
+
+    // (b) The reference: the one block with commented-out keys.
+    let references: Vec<&(usize, String)> = blocks.iter().filter(|(_, t)| t.lines().any(|l| commented_key(l).is_some())).collect();
+    assert_eq!(references.len(), 1, "{doc_path}: expected one commented reference block, found {}", references.len());
+    let (at, reference) = references[0];
+
+    let mut uncommented = String::new(); // the reference with every commented key and section put back
+    let mut documented = BTreeSet::new(); // every key on the page, commented or not
+    let mut shown = Vec::new(); // keys not commented out: (path, line)
+    let mut commented = Vec::new(); // keys commented out in a section that is there: (path, line, explained)
+    let mut mqtt_keys = Vec::new(); // keys of `# [mqtt]`
+    let (mut table, mut table_commented) = (String::new(), false);
+    let mut run: Vec<usize> = Vec::new(); // indexes into `commented` of the current run of commented keys
+    for (i, line) in reference.lines().enumerate() {
+        let line_no = at + 1 + i;
+        let trimmed = line.trim_start();
+        if let Some(name) = header(line) {
+            (table, table_commented) = (name, false);
+            run.clear();
+            uncommented.push_str(line);
+        } else if let Some(name) = line.strip_prefix("# ").and_then(header) {
+            (table, table_commented) = (name, true);
+            run.clear();
+            uncommented.push_str(&line[2..]);
+        } else if let Some((keys, value)) = commented_key(line) {
+            let explained = value.contains("default:");
+            for key in keys {
+                let p = path(&table, &key);
+                documented.insert(p.clone());
+                if table_commented {
+                    if table == "mqtt" {
+                        mqtt_keys.push((key.clone(), line_no));
+                    }
+                } else {
+                    run.push(commented.len());
+                    commented.push((p, line_no, explained));
+                }
+                uncommented.push_str(&format!("{key} ={value}\n"));
+            }
+            continue;
+        } else if trimmed.starts_with('#') || trimmed.is_empty() {
+            // A comment line of its own: a "default: …" on it explains the run of keys above.
+            if trimmed.contains("default:") {
+                for &k in &run {
+                    commented[k].2 = true;
+                }
+            } else {
+                run.clear();
+            }
+            uncommented.push_str(line);
+        } else {
+            let (key, _) = line.split_once('=').unwrap_or_else(|| panic!("{doc_path}:{line_no}: not `key = value`: {line}"));
+            let p = path(&table, key.trim());
+            assert!(!table_commented, "{doc_path}:{line_no}: `{p}` is not commented out in a commented-out section");
+            documented.insert(p.clone());
+            shown.push((p, line_no));
+            run.clear();
+            uncommented.push_str(line);
+        }
+        uncommented.push('\n');
+    }
+
+    // Every commented key is a real key with a value of the right type (serde only: the
+    // examples, such as `public_key = "base64"`, need not pass validation).
+    let full: Config = toml::from_str(&uncommented)
+        .unwrap_or_else(|e| panic!("{doc_path}: the reference (block at line {at}) with its keys uncommented is not a configuration: {e}"));
+
+    fn json<T: serde::Serialize>(value: &T) -> Value {
+        serde_json::to_value(value).unwrap()
+    }
+    let default = json(&Config::default());
+    let written = json(&Config::parse(Path::new(doc_path), reference).unwrap());
+    let at_path = |v: &Value, p: &str| -> Option<Value> {
+        p.split('.').try_fold(v.clone(), |v, k| match v {
+            Value::Array(a) => a.first().and_then(|v| v.get(k)).cloned(),
+            v => v.get(k).cloned(),
+        })
+    };
+    let mut wrong = Vec::new();
+
+    // Keys shown uncommented are the defaults.
+    for (p, line) in &shown {
+        let (doc_value, default_value) = (at_path(&written, p), at_path(&default, p));
+        if doc_value != default_value || doc_value.is_none() {
+            wrong.push(format!("line {line}: `{p}` shows {doc_value:?}, the default is {default_value:?}"));
+        }
+    }
+    // Keys commented out where their section is there: absent by default, or explained.
+    for (p, line, explained) in &commented {
+        let default_value = at_path(&default, p);
+        if !explained && default_value != Some(Value::Null) {
+            wrong.push(format!(
+                "line {line}: `{p}` is commented out but has the default {default_value:?}: show it uncommented, or say \"default: …\""
+            ));
+        }
+    }
+    // `# [mqtt]`: a key shows the section's default where it has one.
+    let mqtt_default = json(&MqttConfig::default());
+    let mqtt_doc = json(full.mqtt.as_ref().expect("the reference documents [mqtt]"));
+    for (key, line) in &mqtt_keys {
+        let default_value = mqtt_default.get(key).cloned();
+        // No default to show: an `Option` (client_id, …) or the required url.
+        let none = matches!(&default_value, Some(Value::Null)) || default_value == Some(Value::String(String::new()));
+        if !none && mqtt_doc.get(key).cloned() != default_value {
+            wrong.push(format!("line {line}: `mqtt.{key}` shows {:?}, the default is {default_value:?}", mqtt_doc.get(key)));
+        }
+    }
+    // Every key of the configuration is on the page: the defaults, with the absent sections
+    // filled in (an `[mqtt]` of defaults, the reference's example rule).
+    let mut every = Config { mqtt: Some(MqttConfig::default()), ..Config::default() };
+    every.alerts.rule = full.alerts.rule.clone();
+    assert!(!every.alerts.rule.is_empty(), "{doc_path}: the reference shows no [[alerts.rule]]");
+    let mut keys = BTreeSet::new();
+    fn leaves(prefix: &str, v: &Value, out: &mut BTreeSet<String>) {
+        match v {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    leaves(&if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") }, v, out);
+                }
+            }
+            Value::Array(items) if items.first().is_some_and(Value::is_object) => leaves(prefix, &items[0], out),
+            _ => {
+                out.insert(prefix.to_string());
+            }
+        }
+    }
+    leaves("", &json(&every), &mut keys);
+    for key in keys.difference(&documented) {
+        wrong.push(format!("`{key}` is a key of the configuration that the reference does not list"));
+    }
+    assert!(wrong.is_empty(), "{doc_path} (reference block at line {at}) disagrees with the code:\n{}", wrong.join("\n"));
+}

@@ -1,6 +1,6 @@
 //! The fleet link: MQTT presence, telemetry, the durable outbox of ring events, alerts and
-//! command responses, and command intake, exactly per DESIGN.md's MQTT contract; and the
-//! operator's side (`operator`, `rollout`).
+//! command responses, and command intake, exactly per the MQTT contract of
+//! docs/fleet-protocol.md; and the operator's side (`operator`, `rollout`).
 
 mod announce;
 mod discovery;

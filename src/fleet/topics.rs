@@ -1,4 +1,4 @@
-//! The MQTT topics of the fleet contract (DESIGN.md, "MQTT contract (v1)").
+//! The MQTT topics of the fleet contract (docs/fleet-protocol.md, "Fleet link (MQTT)", v1).
 
 /// Topics of one device: `P = {prefix}/{device_id}`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -115,7 +115,7 @@ EXPECTED_FILE = "expected.json"
 #
 # What a difference costs: decisions compare the cosine similarity of unit descriptors with
 # faces.match_threshold = 0.90. Same-person similarities are 0.95-0.97 and the closest
-# stranger of the whole set is at 0.86 (README "Face recognition"); in this set the nearest
+# stranger of the whole set is at 0.86 (docs/face-recognition.md, "Numbers"); in this set the nearest
 # decision is the stranger at 0.851 (margin 0.049), then obama/2 at 0.960 (0.060). If the
 # probe's and the enrolled descriptor each move by at most e (L2), their dot product moves by
 # at most 2e + e^2 (unit vectors), so no decision can flip while 2e < 0.04: e < 0.02.

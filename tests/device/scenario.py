@@ -3,7 +3,7 @@
 
 `prepare` (with the network, before the run): a release key, the update artifacts, the
 labelled photos, the site config, and a fresh copy of the base SD image into which
-scripts/flash.sh installs the aarch64 build exactly as the README tells a user to.
+scripts/flash.sh installs the aarch64 build exactly as docs/deploying.md tells a user to.
 
 `run` (inside an empty network namespace): a Mosquitto broker and an artifact server on this
 namespace's loopback, the emulated Pi Zero 2 W booting the flashed card (tests/device/board.py),
@@ -168,7 +168,7 @@ def prepare(a: argparse.Namespace) -> None:
     sd = work / "sd.img"
     log(f"fresh SD card from {a.image}")
     subprocess.run(["cp", "--sparse=always", a.image, str(sd)], check=True)
-    log("scripts/flash.sh --config site.toml --public-key ... sd.img (as the README tells a user)")
+    log("scripts/flash.sh --config site.toml --public-key ... sd.img (as docs/deploying.md tells a user)")
     subprocess.run([str(repo / "scripts/flash.sh"), "--target", TARGET, "--config", str(cfg),
                     "--public-key", arts.public_key, str(sd)], check=True)
     add_test_files(sd, photos)

@@ -43,7 +43,7 @@ from typing import Callable, NamedTuple
 
 from common import StepFailed, check, log, wait_for
 
-# What a flashed device has (scripts/install.sh, README "Deploying to devices").
+# What a flashed device has (scripts/install.sh, docs/deploying.md, "Deploying to devices").
 INSTALL_ROOT = "/opt/doorbell-agent"
 DEVICE_CLI = "/usr/local/bin/doorbell-agent"                        # -> current/doorbell-agent
 COMMITTED_CLI = f"{INSTALL_ROOT}/committed/doorbell-agent"          # the last committed build
