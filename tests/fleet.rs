@@ -94,13 +94,14 @@ fn assert_rings_complete_and_ordered(msgs: &[Msg], n: u64) {
     println!("{n} rings complete and in order ({duplicates} re-deliveries)");
 }
 
-/// 50 alert rules that raise as the ring count climbs, one every 200 rings.
+/// 50 alert rules that raise as the ring count climbs, one every 100 rings.
 fn alert_rules() -> String {
     let mut rules = String::from("[alerts]\nbuiltin = false\n");
     for k in 1..=50 {
         rules.push_str(&format!(
             "[[alerts.rule]]\nname = \"storm_{k}\"\nmetric = \"rings_1m\"\nop = \">=\"\nthreshold = {}.0\nseverity = \"minor\"\ncooldown = \"0s\"\n",
-            k * 200
+            // storm_50 needs 5,000 rings within a minute: reached even with both cores busy.
+            k * 100
         ));
     }
     rules
@@ -141,7 +142,7 @@ fn outage_loses_nothing(broker_port: u16, restart: Option<&mut Mosquitto>) {
     let start = std::time::Instant::now();
     let all_in = |msgs: &[Msg]| {
         let rings = msgs.iter().filter(|m| m.topic.ends_with("/events/ring")).filter_map(|m| m.json()["seq"].as_u64()).max();
-        rings == Some(RINGS) && msgs.iter().filter(|m| m.topic.ends_with("/alerts")).count() >= 50
+        rings == Some(RINGS) && msgs.iter().filter(|m| m.topic.ends_with("/alerts") && m.json()["state"] == "raised").count() >= 50
     };
     if !watcher.wait(Duration::from_secs(120), all_in) {
         let msgs = watcher.messages();
@@ -158,8 +159,13 @@ fn outage_loses_nothing(broker_port: u16, restart: Option<&mut Mosquitto>) {
     println!("drained after reconnect in {:?}", start.elapsed());
     let msgs = watcher.messages();
     assert_rings_complete_and_ordered(&msgs, RINGS);
-    let alerts: Vec<String> =
-        msgs.iter().filter(|m| m.topic.ends_with("/alerts")).map(|m| m.json()["key"].as_str().unwrap().to_string()).collect();
+    // The raises: on a loaded machine the ring rate falls before the last rings are pressed,
+    // and the first alerts clear while the backlog still drains.
+    let alerts: Vec<String> = msgs
+        .iter()
+        .filter(|m| m.topic.ends_with("/alerts") && m.json()["state"] == "raised")
+        .map(|m| m.json()["key"].as_str().unwrap().to_string())
+        .collect();
     let mut unique = alerts.clone();
     unique.dedup();
     let want: Vec<String> = (1..=50).map(|k| format!("storm_{k}")).collect();
