@@ -7,9 +7,14 @@ pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Formats Unix milliseconds as RFC 3339 UTC with millisecond precision.
+/// Last millisecond RFC 3339 (four-digit years) can express: 9999-12-31T23:59:59.999Z.
+const MAX_RFC3339_MS: u64 = 253_402_300_799_999;
+
+/// Formats Unix milliseconds as RFC 3339 UTC with millisecond precision. Later times (a
+/// damaged record, a clock far off) are written as the last one it can express: humantime's
+/// formatter fails beyond it, and `to_string` would panic.
 pub fn rfc3339(ms: u64) -> String {
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms.min(MAX_RFC3339_MS))).to_string()
 }
 
 /// Time-of-day bucket of a local wall-clock instant, used as a metric label.
@@ -38,5 +43,9 @@ mod tests {
     #[test]
     fn rfc3339_is_utc_with_millis() {
         assert_eq!(rfc3339(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+        // Beyond the year 9999 (found by fuzzing stored records): clamped, no panic.
+        assert_eq!(rfc3339(MAX_RFC3339_MS), "9999-12-31T23:59:59.999Z");
+        assert_eq!(rfc3339(MAX_RFC3339_MS + 1), "9999-12-31T23:59:59.999Z");
+        assert_eq!(rfc3339(u64::MAX), "9999-12-31T23:59:59.999Z");
     }
 }

@@ -259,6 +259,21 @@ mod tests {
     }
 
     #[test]
+    fn a_record_dated_past_the_year_9999_renders() {
+        // Found by fuzzing (fuzz/, store_record): a ring with a good checksum whose ts_ms is
+        // past the year 9999. Rendering it (/rings, /status, MQTT) panicked in time::rfc3339.
+        let payload = [
+            0, 0, 48, 0, 0, 0, 0, 48, 48, 48, 48, 48, 48, 48, 48, 48, 48, 48, 48, 48, 48, 48, 48, 0, 171, 171, 171, 171, 170, 171, 171, 48,
+        ];
+        let mut bytes = vec![FORMAT];
+        bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        bytes.extend_from_slice(&payload);
+        let Record::RingV1(ring) = Record::decode(&bytes).unwrap() else { panic!("a ring") };
+        assert!(ring.ts_ms > 253_402_300_799_999);
+        assert_eq!(crate::pipeline::to_json(&ring)["ts"], "9999-12-31T23:59:59.999Z");
+    }
+
+    #[test]
     fn variant_indices_are_frozen() {
         // Reordering variants would silently reinterpret old data: pin the indices.
         assert_eq!(ring().encode()[5], 0);

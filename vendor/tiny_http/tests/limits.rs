@@ -370,6 +370,26 @@ fn garbage_gets_400() {
     }
 }
 
+/// (e) A request that declares a huge body and is answered without its body being read, as
+/// the fuzzer found it (fuzz/, probe_http). Upstream allocated the declared Content-Length
+/// to drain the body and aborted the process (PATCHES.md, 8).
+#[test]
+fn huge_declared_body_left_unread_does_not_allocate_it() {
+    let _serial = serial();
+    let server = TestServer::with_limits(Limits {
+        max_connections: 4,
+        ..Limits::default()
+    });
+
+    let mut stream = connect(server.addr);
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nContent-Length: 45555555555555555\r\n\r\nhello")
+        .unwrap();
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(read_status(&mut stream), Some(200));
+    assert_healthy(server.addr);
+}
+
 /// A keep-alive connection is served, then closed once idle for `read_timeout`
 /// (which also shows the header deadline's lowered read timeout was restored).
 #[test]
