@@ -36,5 +36,8 @@ if [[ "$(cat "$dbs/.snapshot" 2>/dev/null)" != "$stamp" ]]; then
     echo "$stamp" >"$dbs/.snapshot"
 fi
 
+# cargo-deny reads `cargo metadata --frozen`, which needs the crates of every platform in the
+# lock file (a build downloads only this host's): fetch them first, from the registry.
+cargo fetch --locked --quiet
 DOORBELL_ADVISORY_DBS="$dbs" "$deny" --frozen check
 echo "supply chain ok: licences, bans, sources; advisories as of ${snapshot_date%%T*} (later ones are not in the snapshot)"
