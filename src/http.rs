@@ -507,7 +507,7 @@ pub fn plain_request(method: &str, url: &Url, timeout: Duration, max: u64) -> Re
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::net::TcpListener;
 
@@ -538,25 +538,36 @@ mod tests {
         }
     }
 
-    /// Serves each of `answers` to one connection in turn; returns the requests it read.
-    fn serve(answers: Vec<Vec<u8>>) -> (Url, std::thread::JoinHandle<Vec<String>>) {
+    /// Serves `connections` connections on loopback, each answered with `answer(request)`
+    /// (its head as text); returns the requests it read. Also the download tests' server.
+    pub(crate) fn serve_with(
+        connections: usize,
+        mut answer: impl FnMut(&str) -> Vec<u8> + Send + 'static,
+    ) -> (Url, std::thread::JoinHandle<Vec<String>>) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = Url::local(listener.local_addr().unwrap(), "/f");
         let server = std::thread::spawn(move || {
             let mut requests = Vec::new();
-            for answer in answers {
+            for _ in 0..connections {
                 let (mut conn, _) = listener.accept().unwrap();
                 let mut request = Vec::new();
                 let mut byte = [0u8; 1];
                 while !request.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap() == 1 {
                     request.push(byte[0]);
                 }
-                requests.push(String::from_utf8(request).unwrap());
-                let _ = conn.write_all(&answer);
+                let request = String::from_utf8(request).unwrap();
+                let _ = conn.write_all(&answer(&request));
+                requests.push(request);
             }
             requests
         });
         (url, server)
+    }
+
+    /// Serves each of `answers` to one connection in turn; returns the requests it read.
+    fn serve(answers: Vec<Vec<u8>>) -> (Url, std::thread::JoinHandle<Vec<String>>) {
+        let mut answers = answers.into_iter();
+        serve_with(answers.len(), move |_| answers.next().unwrap_or_default())
     }
 
     fn body_of(answer: &[u8]) -> Result<Vec<u8>, HttpError> {

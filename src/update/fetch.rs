@@ -203,7 +203,6 @@ fn content_range(value: &str) -> Option<(u64, Option<u64>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::TcpListener;
 
     #[test]
     fn content_ranges() {
@@ -215,40 +214,36 @@ mod tests {
 
     /// A server of `data` that answers each connection by `script`: `Some(n)` sends only the
     /// first `n` bytes of what was asked for, then hangs up; `None` the whole rest. Honours
-    /// `Range: bytes=N-` unless `ranges` is false. Returns the `Range` headers it saw.
-    fn server(data: Vec<u8>, script: Vec<Option<usize>>, ranges: bool) -> (String, std::thread::JoinHandle<Vec<Option<String>>>) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/a.dbu", listener.local_addr().unwrap());
-        let handle = std::thread::spawn(move || {
-            let mut seen = Vec::new();
-            for cut in script {
-                let (mut conn, _) = listener.accept().unwrap();
-                let mut request = Vec::new();
-                let mut byte = [0u8; 1];
-                while !request.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap() == 1 {
-                    request.push(byte[0]);
-                }
-                let request = String::from_utf8(request).unwrap();
-                let range = request.lines().find_map(|l| l.strip_prefix("Range: bytes=")).map(|r| r.trim_end_matches('-').to_string());
-                let from = if ranges { range.as_deref().map_or(0, |r| r.parse().unwrap()) } else { 0 };
-                seen.push(range);
-                let rest = &data[from..];
-                let head = if from > 0 {
-                    format!(
-                        "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {from}-{}/{}\r\nContent-Length: {}\r\n\r\n",
-                        data.len() - 1,
-                        data.len(),
-                        rest.len()
-                    )
-                } else {
-                    format!("HTTP/1.1 200 OK\r\nETag: \"v1\"\r\nContent-Length: {}\r\n\r\n", data.len())
-                };
-                conn.write_all(head.as_bytes()).unwrap();
-                let _ = conn.write_all(&rest[..cut.unwrap_or(rest.len()).min(rest.len())]);
-            }
-            seen
+    /// `Range: bytes=N-` unless `ranges` is false. Returns the requests; [`ranges`] reads them.
+    fn server(data: Vec<u8>, script: Vec<Option<usize>>, ranges: bool) -> (String, std::thread::JoinHandle<Vec<String>>) {
+        let mut script = script.into_iter();
+        let (url, handle) = crate::http::tests::serve_with(script.len(), move |request| {
+            let cut = script.next().flatten();
+            let from = if ranges { range_of(request).map_or(0, |r| r.parse().unwrap()) } else { 0 };
+            let rest = &data[from..];
+            let head = if from > 0 {
+                format!(
+                    "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {from}-{}/{}\r\nContent-Length: {}\r\n\r\n",
+                    data.len() - 1,
+                    data.len(),
+                    rest.len()
+                )
+            } else {
+                format!("HTTP/1.1 200 OK\r\nETag: \"v1\"\r\nContent-Length: {}\r\n\r\n", data.len())
+            };
+            [head.as_bytes(), &rest[..cut.unwrap_or(rest.len()).min(rest.len())]].concat()
         });
-        (url, handle)
+        (format!("http://{}:{}/a.dbu", url.host, url.port), handle)
+    }
+
+    /// The `Range: bytes=N-` start of a request, as text.
+    fn range_of(request: &str) -> Option<String> {
+        request.lines().find_map(|l| l.strip_prefix("Range: bytes=")).map(|r| r.trim_end_matches('-').to_string())
+    }
+
+    /// The `Range` start of each request a [`server`] read.
+    fn ranges(requests: Vec<String>) -> Vec<Option<String>> {
+        requests.iter().map(|r| range_of(r)).collect()
     }
 
     fn data() -> Vec<u8> {
@@ -263,7 +258,7 @@ mod tests {
         let got = download(&url, &dest, 1 << 20, Duration::from_secs(60), None, &mut |_, _| {}).unwrap();
         assert_eq!(got, 300_000);
         assert_eq!(std::fs::read(&dest).unwrap(), data());
-        assert_eq!(server.join().unwrap(), vec![None, Some("100000".into()), Some("150000".into())]);
+        assert_eq!(ranges(server.join().unwrap()), vec![None, Some("100000".into()), Some("150000".into())]);
     }
 
     #[test]
@@ -273,7 +268,7 @@ mod tests {
         let dest = dir.path().join("a");
         assert_eq!(download(&url, &dest, 1 << 20, Duration::from_secs(60), None, &mut |_, _| {}).unwrap(), 300_000);
         assert_eq!(std::fs::read(&dest).unwrap(), data());
-        assert_eq!(server.join().unwrap(), vec![None, Some("100000".into())]);
+        assert_eq!(ranges(server.join().unwrap()), vec![None, Some("100000".into())]);
     }
 
     #[test]
@@ -288,13 +283,8 @@ mod tests {
 
     #[test]
     fn refusals_are_not_retried() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/missing.dbu", listener.local_addr().unwrap());
-        std::thread::spawn(move || {
-            let (mut conn, _) = listener.accept().unwrap();
-            let _ = conn.read(&mut [0u8; 1024]);
-            let _ = conn.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
-        });
+        let (url, _server) = crate::http::tests::serve_with(1, |_| b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec());
+        let url = format!("http://{}:{}/missing.dbu", url.host, url.port);
         let dir = tempfile::tempdir().unwrap();
         let started = Instant::now();
         let err = download(&url, &dir.path().join("a"), 1 << 20, Duration::from_secs(30), None, &mut |_, _| {}).unwrap_err();
