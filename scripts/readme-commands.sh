@@ -7,8 +7,12 @@
 #   agent is ready; then the follow-up commands the README names (press, status, /metrics),
 #   each checked against the README's text; then SIGTERM and a clean stop.
 #
-# CARGO_TARGET_DIR defaults to this checkout's target/ so the clone does not rebuild from
-# nothing (what a newcomer builds is the same). Uses the probe port of examples/dev.toml (8080).
+# The clone builds into target/fresh-clone of this checkout, kept between runs so a second run
+# is quick. Never into this checkout's own target/: cargo's fingerprints ignore where a
+# package's sources are, so the clone's binary (built from HEAD) would later pass for this
+# checkout's (with its uncommitted changes), and its build script's output, paths into the
+# clone, would be reused after the clone is gone (CI's link failed on exactly that).
+# Uses the probe port of examples/dev.toml (8080).
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$repo"
@@ -48,7 +52,7 @@ cleanup() {
 trap cleanup EXIT
 git clone -q "$repo" "$work/clone"
 cd "$work/clone"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$repo/target}"
+export CARGO_TARGET_DIR="$repo/target/fresh-clone"
 
 log="$work/agent.log"
 setsid bash -c "$run_cmd" >"$log" 2>&1 &
