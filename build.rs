@@ -1,9 +1,7 @@
-//! Passes the target triple to the code (update artifacts name the target they were built
-//! for, and the device refuses one built for another), packs the binaries' relocations and
-//! keeps the pipeline worker's code apart from the agent's.
+//! Packs the binaries' relocations and keeps the pipeline worker's code apart from the
+//! agent's.
 fn main() {
     let target = std::env::var("TARGET").unwrap_or_default();
-    println!("cargo:rustc-env=DOORBELL_TARGET={target}");
     // DT_RELR: the relative relocations of the position-independent binaries packed into a
     // bitmap, ~150 KiB less binary and fewer pages dirtied at start. Needs glibc >= 2.36 on
     // the device (Raspberry Pi OS bookworm, which install.sh checks for) and binutils >= 2.38
@@ -13,7 +11,10 @@ fn main() {
     }
     // The worker's code in a section of its own, away from the agent's (see the script).
     if std::env::var_os("CARGO_FEATURE_FACES").is_some() && target.contains("-linux-") {
-        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("link/worker.ld");
+        // Read when the script runs, not baked in when it is compiled: a build script
+        // compiled for one checkout must not point another checkout's link at the first.
+        let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default();
+        let script = std::path::Path::new(&dir).join("link/worker.ld");
         println!("cargo:rustc-link-arg=-Wl,-T,{}", script.display());
     }
     println!("cargo:rerun-if-changed=build.rs");

@@ -18,12 +18,12 @@ use rumqttc::{Client, Event, Incoming, QoS};
 const QUEUED: u64 = 5000;
 
 fn metric(agent: &common::Agent, series: &str) -> f64 {
-    let (_, text) = doorbell_agent::client::request(agent.addr, "GET", "/metrics", Duration::from_secs(5)).expect("metrics");
+    let (_, text) = doorbell_base::client::request(agent.addr, "GET", "/metrics", Duration::from_secs(5)).expect("metrics");
     text.lines().find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' '))).map_or(0.0, |v| v.trim().parse().unwrap_or(0.0))
 }
 
 fn press(agent: &common::Agent) {
-    let (code, _) = doorbell_agent::client::request(agent.addr, "POST", "/simulate/press", Duration::from_secs(5)).expect("press");
+    let (code, _) = doorbell_base::client::request(agent.addr, "POST", "/simulate/press", Duration::from_secs(5)).expect("press");
     assert_eq!(code, 202);
 }
 

@@ -15,7 +15,7 @@ const CLIENTS: usize = 50;
 
 fn health(addr: std::net::SocketAddr) -> Duration {
     let t = Instant::now();
-    let (code, _) = doorbell_agent::client::request(addr, "GET", "/health", Duration::from_secs(5)).expect("GET /health");
+    let (code, _) = doorbell_base::client::request(addr, "GET", "/health", Duration::from_secs(5)).expect("GET /health");
     assert_eq!(code, 200);
     t.elapsed()
 }

@@ -18,7 +18,7 @@ fn bench(c: &mut Criterion) {
             for _ in 0..iters {
                 let t = Instant::now();
                 let (code, _) =
-                    doorbell_agent::client::request(agent.addr, "POST", "/simulate/press", Duration::from_secs(5)).expect("press");
+                    doorbell_base::client::request(agent.addr, "POST", "/simulate/press", Duration::from_secs(5)).expect("press");
                 assert_eq!(code, 202);
                 loop {
                     let line = agent.lines.recv_timeout(Duration::from_secs(5)).expect("ring stored line");

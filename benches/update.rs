@@ -15,10 +15,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use doorbell_agent::slot::ctl::StagedOptions;
-use doorbell_agent::slot::{Layout, Slot, SlotInfo, State};
-use doorbell_agent::update::artifact::{self, SecretKey, TARGET};
 use doorbell_agent::update::stage::{self, Context, Source};
+use doorbell_artifact::{self as artifact, SecretKey, TARGET};
+use doorbell_slotctl::ctl::StagedOptions;
+use doorbell_slotctl::{Layout, Slot, SlotInfo, State};
 
 const SIZE: usize = 4 * 1024 * 1024;
 

@@ -2,12 +2,12 @@
 """Fleet scale: N real agents (simulated button, separate data dirs) against one mosquitto
 on this machine, driven by the operator CLI.
 
-Measures: time for all N agents to report ready and online; `doorbell-agent fleet devices`
-listing all N (and its run time); `doorbell-agent fleet send all ping --wait` collecting N
+Measures: time for all N agents to report ready and online; `doorbell-fleet devices`
+listing all N (and its run time); `doorbell-fleet send all ping --wait` collecting N
 successful answers (and its run time); the agents' total RSS; a clean stop of all of them.
 Exits 1 if any check fails.
 
-Usage: scripts/fleet-scale.py [--agents 200] [--binary PATH]
+Usage: scripts/fleet-scale.py [--agents 200] [--binary PATH] [--fleet PATH]
 Stdlib only; needs mosquitto.
 """
 
@@ -29,6 +29,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--agents", type=int, default=200)
     ap.add_argument("--binary", default=os.path.join(REPO, "target", "release", "doorbell-agent"))
+    ap.add_argument("--fleet", default=os.path.join(REPO, "target", "release", "doorbell-fleet"), help="the operator's tool")
     args = ap.parse_args()
     n = args.agents
     # Each agent and the broker's connections need descriptors.
@@ -73,7 +74,7 @@ def main():
 
     def cli(*cli_args):
         t = time.monotonic()
-        out = subprocess.run([args.binary, "fleet", "--broker", broker_url, *cli_args], capture_output=True, text=True, timeout=180)
+        out = subprocess.run([args.fleet, "--broker", broker_url, *cli_args], capture_output=True, text=True, timeout=180)
         return out, time.monotonic() - t
 
     out, devices_s = cli("devices")

@@ -10,8 +10,8 @@ and reclaimable). At the end it prints them over time with the growth after the 
 and the least-squares slope, and exits 1 if anonymous memory grew by more than
 --max-growth MiB after the warm-up or a ring was not delivered.
 
-Usage: scripts/soak.py [--duration 1800] [--flap 60] [--down 10] [--press-every 5] [--binary PATH]
-Stdlib only; needs mosquitto. The observer is `doorbell-agent fleet watch --session`. The agent
+Usage: scripts/soak.py [--duration 1800] [--flap 60] [--down 10] [--press-every 5] [--binary PATH] [--fleet PATH]
+Stdlib only; needs mosquitto. The observer is `doorbell-fleet watch --session`. The agent
 runs with the Environment= of its systemd unit (scripts/harness.py), as on a device.
 """
 
@@ -69,6 +69,7 @@ def main():
     ap.add_argument("--max-growth", type=float, default=0.5, help="allowed RSS growth after the warm-up, MiB")
     ap.add_argument("--press-every", type=float, default=5, help="seconds between rings (0: no rings)")
     ap.add_argument("--binary", default=os.path.join(REPO, "target", "release", "doorbell-agent"))
+    ap.add_argument("--fleet", default=os.path.join(REPO, "target", "release", "doorbell-fleet"), help="the operator's tool")
     args = ap.parse_args()
 
     work = tempfile.mkdtemp(prefix="doorbell-soak.")
@@ -77,7 +78,7 @@ def main():
     rings_file = os.path.join(work, "rings.txt")
     # The observer: the operator CLI following the device with a persistent session, so the
     # broker queues what arrives while it is away.
-    sub = subprocess.Popen([args.binary, "fleet", "--broker", f"mqtt://127.0.0.1:{port}", "watch", "soak", "--json", "--session", "soak-watch"],
+    sub = subprocess.Popen([args.fleet, "--broker", f"mqtt://127.0.0.1:{port}", "watch", "soak", "--json", "--session", "soak-watch"],
                            stdout=open(rings_file, "w"), stderr=open(os.path.join(work, "watch.log"), "w"))
     config = os.path.join(work, "config.toml")
     with open(config, "w") as f:

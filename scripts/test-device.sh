@@ -47,7 +47,7 @@ log "the aarch64 release build (scripts/cross-build.sh; cached)"
 scripts/cross-build.sh --no-smoke aarch64-unknown-linux-gnu
 
 log "the operator's tools on this machine (x86_64 release build)"
-cargo build --locked --release --quiet --bin doorbell-agent --bin doorbell-release
+cargo build --locked --release --quiet --bin doorbell-agent --bin doorbell-fleet --bin doorbell-release
 
 log "the board: QEMU, kernel, initramfs and base SD image (scripts/pi-image.sh; cached)"
 eval "$(scripts/pi-image.sh)"

@@ -3,7 +3,7 @@
 #
 # Installs what the tests need when it is missing (Mosquitto; the systemd testbed installs
 # systemd-nspawn and debootstrap itself), then: formatting, the documentation's links
-# (scripts/check-docs.sh), clippy, the supply-chain check
+# (scripts/check-docs.sh), the crate and module graph of ARCHITECTURE.md (scripts/deps-graph.py), clippy, the supply-chain check
 # (scripts/deny.sh), every test of the agent
 # (unit, real-binary end-to-end, real systemd in nspawn), a short footprint check against the
 # size/memory/start-up budgets, the vendored crates' patch tests, a fuzzing smoke of every
@@ -31,6 +31,9 @@ cargo fmt --all -- --check
 
 log "docs: links"
 scripts/check-docs.sh
+
+log "ARCHITECTURE.md: the dependency graph is the code's (scripts/deps-graph.py --check)"
+scripts/deps-graph.py --check
 
 log "cargo clippy (all targets, warnings are errors; with and without the test-only faults)"
 cargo clippy --locked --all-targets -- -D warnings

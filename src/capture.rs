@@ -15,7 +15,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::config::{CaptureConfig, CaptureSource};
-use crate::http::{self, HttpError, Url};
+use doorbell_base::durable;
+use doorbell_base::http::{self, HttpError, Url};
 
 /// Why a frame could not be captured.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -70,8 +71,7 @@ impl Capture for Files {
         files.sort();
         let n = files.len() as u64;
         let pick = &files[((seq.saturating_sub(1) * self.frames as u64 + index as u64) % n) as usize];
-        let file = std::fs::File::open(pick).map_err(|e| fail("files", format!("cannot open {}: {e}", pick.display())))?;
-        read_bounded(file, self.max_bytes).map_err(|r| fail("files", format!("{}: {r}", pick.display())))
+        durable::read_limited(pick, self.max_bytes).map_err(|e| fail("files", format!("{}: {e}", pick.display())))
     }
 }
 
@@ -99,7 +99,7 @@ impl Capture for CommandCapture {
             return Err(fail("command", "no pipes to the camera command"));
         };
         let max = self.max_bytes;
-        let reader = std::thread::spawn(move || read_bounded(stdout, max));
+        let reader = std::thread::spawn(move || durable::read_to_end_limited(stdout, max).map_err(|e| e.to_string()));
         let errors = std::thread::spawn(move || {
             let mut tail = Vec::new();
             let _ = (&mut stderr).take(4096).read_to_end(&mut tail);
@@ -152,7 +152,7 @@ impl Capture for Http {
         let url = Url::parse(&self.url).map_err(|r| fail("http", r))?;
         let err = |e: HttpError| fail("http", format!("{}: {e}", self.url));
         let deadline = Instant::now() + self.timeout;
-        let stream = http::open(&url, self.timeout, None).map_err(err)?;
+        let stream = http::open_plain(&url, self.timeout).map_err(err)?;
         let response = http::send(stream, "GET", &url, &[("Accept", "image/jpeg")], Some(deadline)).map_err(err)?;
         if response.head.status != 200 {
             return Err(fail("http", format!("{} answered {} {}", self.url, response.head.status, response.head.reason)));
@@ -163,16 +163,6 @@ impl Capture for Http {
         }
         Ok(body)
     }
-}
-
-/// Reads everything, refusing more than `max` bytes and empty input.
-fn read_bounded(r: impl Read, max: u64) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    r.take(max + 1).read_to_end(&mut out).map_err(|e| format!("read failed: {e}"))?;
-    if out.len() as u64 > max {
-        return Err(format!("more than {} MiB", max / (1024 * 1024)));
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -10,10 +10,29 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, Serialize};
+use doorbell_base::{device, duration};
+use doorbell_slotctl::settings::UpdateConfig;
+use serde::{Deserialize, Serialize};
 
-/// Where the agent looks for its configuration unless `-c` says otherwise.
-pub const DEFAULT_PATH: &str = "/etc/doorbell-agent/config.toml";
+/// Reading names alert rules may refer to (`metric`): what the sampler and the ring flow
+/// report to the alert engine.
+pub const READINGS: &[&str] = &[
+    "cpu_percent",
+    "memory_percent",
+    "disk_percent",
+    "temperature_c",
+    "load1",
+    "under_voltage",
+    "throttled",
+    "agent_rss_mib",
+    "agent_threads",
+    "agent_fds",
+    "rings_1m",
+    "pipeline_errors_5m",
+    "pipeline_worker_up",
+    "pipeline_budget_ratio",
+    "face_recognition_accuracy",
+];
 
 /// A configuration problem: which file, which key, and why.
 #[derive(Debug, thiserror::Error)]
@@ -26,9 +45,6 @@ pub struct ConfigError {
     /// What is wrong with it.
     pub reason: String,
 }
-
-/// Largest configuration file (or fleet overlay) read: a real one is a few KiB.
-pub const MAX_FILE: u64 = 1024 * 1024;
 
 /// The whole agent configuration.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -68,7 +84,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             device_id: None,
-            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            data_dir: PathBuf::from(device::DATA_DIR),
             gpio: GpioConfig::default(),
             probe: ProbeConfig::default(),
             control: ControlConfig::default(),
@@ -175,12 +191,10 @@ pub struct ProbeConfig {
 
 impl Default for ProbeConfig {
     fn default() -> Self {
-        ProbeConfig { listen: SocketAddr::from(([127, 0, 0, 1], 8080)), max_connections: 64, timeout: Duration::from_secs(5) }
+        ProbeConfig { listen: device::PROBE_LISTEN, max_connections: 64, timeout: Duration::from_secs(5) }
     }
 }
 
-/// The default `data_dir`: a device installed by the units (StateDirectory=doorbell-agent).
-pub const DEFAULT_DATA_DIR: &str = "/var/lib/doorbell-agent";
 /// The control socket of such a device, in the unit's RuntimeDirectory=doorbell-agent.
 pub const DEVICE_CONTROL_SOCKET: &str = "/run/doorbell-agent/control.sock";
 
@@ -357,7 +371,7 @@ pub enum RuleKind {
 pub struct RuleConfig {
     /// Rule name; also the alert key.
     pub name: String,
-    /// A reading name (see `alerts::READINGS`).
+    /// A reading name (one of `READINGS`).
     pub metric: String,
     /// `threshold` (default) or `trend`.
     #[serde(default = "RuleConfig::default_kind")]
@@ -376,7 +390,7 @@ pub struct RuleConfig {
     #[serde(default)]
     pub growth_percent: Option<f64>,
     /// Time span a trend rule compares over.
-    #[serde(default, with = "opt_duration")]
+    #[serde(default, with = "duration::optional")]
     pub window: Option<Duration>,
     /// Severity of the alert.
     pub severity: Severity,
@@ -748,135 +762,6 @@ impl Default for SnapshotsConfig {
     }
 }
 
-/// `[update]`: the A/B self-update. Also read by `doorbell-slotctl` (leniently: it knows
-/// only `UpdateConfig::KEYS`), which is the one that enforces tries and deadline.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct UpdateConfig {
-    /// ed25519 public key (base64, or 64 hex digits) artifacts must be signed with; absent = every
-    /// update is refused.
-    pub public_key: Option<String>,
-    /// Starts a new version gets to commit (crashes and hangs before its commit use them up).
-    pub tries: u32,
-    /// How long a new version must stay healthy (monotonic clock) before it commits.
-    #[serde(with = "duration")]
-    pub soak: Duration,
-    /// A trial that has not committed this long after its start is rolled back.
-    #[serde(with = "duration")]
-    pub deadline: Duration,
-    /// Largest agent binary accepted, MiB (decompressed).
-    pub max_size_mib: u64,
-    /// Whole-download time limit for `update apply URL`, retries included.
-    #[serde(with = "duration")]
-    pub download_timeout: Duration,
-    /// CA certificates (PEM) an `https://` artifact server must chain to; absent = the
-    /// system's roots. Trust in the artifact comes from its signature either way.
-    pub ca_file: Option<PathBuf>,
-    /// Install root of the A/B slots; must match `doorbell-slotctl --root` (a non-default
-    /// install, or a test rig in a temporary directory).
-    pub install_root: PathBuf,
-    /// Directory of slotctl's slot state file; must match `doorbell-slotctl --state-dir`.
-    pub slot_state_dir: PathBuf,
-    /// With `[mqtt]`: a new version that gets no ConnAck from the broker this long after its
-    /// start fails its trial. The soak starts only once it is connected; the wait is cut to
-    /// `deadline - soak` so that the reason names the broker, not the deadline.
-    #[serde(with = "duration")]
-    pub broker_timeout: Duration,
-    /// Compare the new version with the previous one's baseline during the soak.
-    pub canary: bool,
-    /// Canary: RSS above the baseline by more than this many percent fails the trial.
-    pub canary_max_rss_growth_percent: u32,
-    /// Canary: ring p95 latency above the baseline by more than this many percent fails the
-    /// trial (compared only with enough rings on both sides).
-    pub canary_max_latency_growth_percent: u32,
-}
-
-impl Default for UpdateConfig {
-    fn default() -> Self {
-        UpdateConfig {
-            public_key: None,
-            tries: 3,
-            soak: Duration::from_secs(60),
-            deadline: Duration::from_secs(600),
-            max_size_mib: 32,
-            download_timeout: Duration::from_secs(300),
-            ca_file: None,
-            install_root: PathBuf::from(crate::slot::INSTALL_ROOT),
-            slot_state_dir: PathBuf::from(crate::slot::STATE_DIR),
-            // Pi links (Wi-Fi, a broker behind a slow uplink) can take tens of seconds.
-            broker_timeout: Duration::from_secs(60),
-            canary: true,
-            canary_max_rss_growth_percent: 50,
-            canary_max_latency_growth_percent: 20,
-        }
-    }
-}
-
-impl UpdateConfig {
-    /// The keys of `[update]`, for readers that must skip keys of newer versions.
-    pub const KEYS: &'static [&'static str] = &[
-        "public_key",
-        "tries",
-        "soak",
-        "deadline",
-        "max_size_mib",
-        "download_timeout",
-        "ca_file",
-        "install_root",
-        "slot_state_dir",
-        "broker_timeout",
-        "canary",
-        "canary_max_rss_growth_percent",
-        "canary_max_latency_growth_percent",
-    ];
-
-    /// The decompressed size limit in bytes.
-    pub fn max_size(&self) -> u64 {
-        self.max_size_mib * 1024 * 1024
-    }
-
-    /// Range checks; the key (without `update.`) and the reason on failure.
-    pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        if let Some(k) = &self.public_key {
-            crate::update::artifact::PublicKey::parse(k).map_err(|r| ("public_key", r))?;
-        }
-        if !(1..=5).contains(&self.tries) {
-            return Err((
-                "tries",
-                format!("{} is out of range 1..=5 (the unit's StartLimitBurst=8 must stay above tries + 2)", self.tries),
-            ));
-        }
-        let range = |key, d: Duration, min: u64, max: u64| {
-            if d < Duration::from_secs(min) || d > Duration::from_secs(max) {
-                return Err((key, format!("{} is out of range {min}s..={max}s", humantime::format_duration(d))));
-            }
-            Ok(())
-        };
-        range("soak", self.soak, 1, 3600)?;
-        range("deadline", self.deadline, 10, 86_400)?;
-        range("download_timeout", self.download_timeout, 5, 86_400)?;
-        if let Some(file) = &self.ca_file {
-            std::fs::metadata(file).map_err(|e| ("ca_file", format!("{}: {e}", file.display())))?;
-        }
-        if self.deadline < self.soak + Duration::from_secs(5) {
-            return Err(("deadline", format!("must exceed soak ({}) by at least 5s", humantime::format_duration(self.soak))));
-        }
-        if !(1..=512).contains(&self.max_size_mib) {
-            return Err(("max_size_mib", format!("{} is out of range 1..=512", self.max_size_mib)));
-        }
-        range("broker_timeout", self.broker_timeout, 1, 3600)?;
-        for (key, percent) in [
-            ("canary_max_rss_growth_percent", self.canary_max_rss_growth_percent),
-            ("canary_max_latency_growth_percent", self.canary_max_latency_growth_percent),
-        ] {
-            if !(1..=1000).contains(&percent) {
-                return Err((key, format!("{percent} is out of range 1..=1000")));
-            }
-        }
-        Ok(())
-    }
-}
-
 impl Config {
     /// Parses and validates configuration text; `path` only names the file in errors.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
@@ -1005,8 +890,8 @@ impl Config {
             }
             CaptureSource::Http => match &c.url {
                 None => return bad("capture.url", "is required when capture.source = \"http\""),
-                Some(url) => match crate::http::Url::parse(url) {
-                    Ok(u) if u.scheme == crate::http::Scheme::Http => {}
+                Some(url) => match doorbell_base::http::Url::parse(url) {
+                    Ok(u) if u.scheme == doorbell_base::http::Scheme::Http => {}
                     // A camera on the doorbell's own network: no CA setting for it.
                     Ok(_) => return bad("capture.url", format!("`{url}`: a camera snapshot URL must be http://")),
                     Err(r) => return bad("capture.url", r),
@@ -1061,7 +946,7 @@ impl Config {
     pub fn control_socket(&self) -> PathBuf {
         match &self.control.socket {
             Some(path) => path.clone(),
-            None if self.data_dir == Path::new(DEFAULT_DATA_DIR) => PathBuf::from(DEVICE_CONTROL_SOCKET),
+            None if self.data_dir == Path::new(device::DATA_DIR) => PathBuf::from(DEVICE_CONTROL_SOCKET),
             None => self.data_dir.join("control.sock"),
         }
     }
@@ -1074,8 +959,8 @@ impl Config {
 
 impl RuleConfig {
     fn validate(&self) -> Result<(), (&'static str, String)> {
-        if !crate::alerts::READINGS.contains(&self.metric.as_str()) {
-            return Err(("metric", format!("unknown metric `{}`; known: {}", self.metric, crate::alerts::READINGS.join(", "))));
+        if !READINGS.contains(&self.metric.as_str()) {
+            return Err(("metric", format!("unknown metric `{}`; known: {}", self.metric, READINGS.join(", "))));
         }
         validate_device_id(&self.name).map_err(|r| ("name", r))?;
         match self.kind {
@@ -1182,37 +1067,6 @@ impl fmt::Display for GpioBackend {
             GpioBackend::Rppal => "rppal",
             GpioBackend::Simulated => "simulated",
         })
-    }
-}
-
-/// Durations as human strings (`"5s"`, `"2m"`, `"150ms"`).
-mod duration {
-    use super::*;
-
-    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text)
-            .map_err(|e| serde::de::Error::custom(format!("`{text}` is not a duration like \"5s\" or \"2m\": {e}")))
-    }
-}
-
-/// Optional durations as human strings.
-mod opt_duration {
-    use super::*;
-
-    pub fn serialize<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => duration::serialize(d, s),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        duration::deserialize(d).map(Some)
     }
 }
 

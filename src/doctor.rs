@@ -141,7 +141,7 @@ fn clock() -> Finding {
         let state = libc::adjtimex(&mut tx);
         (state, tx.status)
     };
-    if crate::time::now_ms() < 1_704_067_200_000 {
+    if doorbell_base::time::now_ms() < 1_704_067_200_000 {
         return finding(
             "clock",
             Verdict::Fail,
@@ -173,7 +173,7 @@ fn unit() -> Finding {
 }
 
 fn agent(cfg: &Config) -> Finding {
-    match crate::client::request(cfg.probe.listen, "GET", "/health", Duration::from_secs(2)) {
+    match doorbell_base::client::request(cfg.probe.listen, "GET", "/health", Duration::from_secs(2)) {
         Ok((200, body)) => finding("agent", Verdict::Pass, format!("running, /health: {}", summary(&body)), ""),
         Ok((code, body)) => finding(
             "agent",

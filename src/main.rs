@@ -14,27 +14,29 @@ use tokio::sync::{mpsc, watch};
 
 use doorbell_agent::alerts::{self, Engine, Input as AlertInput};
 use doorbell_agent::cmd::{Context, Dispatcher, Ledger};
-use doorbell_agent::config::{self, Config, Severity};
-use doorbell_agent::fault::{self, Fault};
-use doorbell_agent::fleet::{operator, Announcer, Link, LinkState, Topics};
+use doorbell_agent::config::{Config, Severity};
+use doorbell_agent::fleet::{Announcer, Link, LinkState, Topics};
 use doorbell_agent::gpio::{self, PressSink};
 use doorbell_agent::health::{Board, Importance};
 use doorbell_agent::local::{self, faces::FacesCommand};
-use doorbell_agent::logging::Recent;
 use doorbell_agent::metrics::Metrics;
 use doorbell_agent::pipeline::control::FacesHandle;
 use doorbell_agent::pipeline::{self, Recognizer, RingFlow, RingStats};
 use doorbell_agent::probe::{self, Probe};
 use doorbell_agent::sampler::{self, Sampler};
 use doorbell_agent::settings::{self, Settings};
-use doorbell_agent::slot::ctl::Requests;
-use doorbell_agent::slot::Layout;
 use doorbell_agent::status::{self, Info, View};
 use doorbell_agent::store::{self, Store};
 use doorbell_agent::update::canary::{self, Canary};
+use doorbell_agent::update::checks::{BrokerReachable, RequiredHealth, TrialCheck};
 use doorbell_agent::update::history::History;
-use doorbell_agent::update::trial::{self, BrokerReachable, RequiredHealth, UpdateView};
-use doorbell_agent::{client, doctor, logging, shutdown, systemd, VERSION};
+use doorbell_agent::update::trial::{self, UpdateView};
+use doorbell_agent::{doctor, shutdown, systemd, VERSION};
+use doorbell_base::fault::{self, Fault};
+use doorbell_base::logging::Recent;
+use doorbell_base::{client, logging};
+use doorbell_slotctl::ctl::Requests;
+use doorbell_slotctl::Layout;
 
 /// Exit code for configuration errors (EX_CONFIG).
 const EXIT_CONFIG: u8 = 78;
@@ -49,14 +51,12 @@ const STOP_BUDGET: Duration = Duration::from_secs(4);
 #[command(name = "doorbell-agent", version, about, long_about)]
 struct Cli {
     /// Configuration file.
-    #[arg(short, long, global = true, default_value = config::DEFAULT_PATH, value_name = "PATH")]
+    #[arg(short, long, global = true, default_value = doorbell_base::device::CONFIG_PATH, value_name = "PATH")]
     config: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
 
-// Parsed once at start; the size of the `fleet` variant does not matter.
-#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the agent in the foreground (what the systemd unit starts).
@@ -77,13 +77,6 @@ enum Command {
     Faces(FacesCommand),
     /// Check that this device is ready to run the agent; exit 1 on any failure.
     Doctor,
-    /// Operate the fleet over MQTT: list devices, send commands, watch events.
-    Fleet {
-        #[command(flatten)]
-        broker: operator::Broker,
-        #[command(subcommand)]
-        action: operator::Action,
-    },
     /// The face pipeline worker the agent starts itself (speaks postcard on stdin/stdout).
     #[cfg(feature = "faces")]
     #[command(hide = true)]
@@ -129,7 +122,7 @@ enum UpdateCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Run) {
-        shutdown::die_on_broken_pipe();
+        doorbell_base::die_on_broken_pipe();
     }
     let logs = logging::init();
     logging::panic_hook();
@@ -140,13 +133,6 @@ fn main() -> ExitCode {
             print!("{text}");
             ExitCode::from(u8::from(verdict == doctor::Verdict::Fail))
         }
-        Command::Fleet { broker, action } => match operator::run(broker, action) {
-            Ok(code) => ExitCode::from(code),
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                ExitCode::FAILURE
-            }
-        },
         command => {
             let loaded = match settings::load(&cli.config) {
                 Ok(loaded) => loaded,
@@ -164,7 +150,7 @@ fn main() -> ExitCode {
                 Command::Press => press(&loaded.config).map(|()| 0),
                 Command::Faces(f) => local::faces::run(&loaded.config, f).map(|()| 0),
                 Command::Update(u) => update(&loaded.config, u).map(|()| 0),
-                Command::Doctor | Command::Fleet { .. } => unreachable!("handled above"),
+                Command::Doctor => unreachable!("handled above"),
             };
             match result {
                 Ok(code) => ExitCode::from(code),
@@ -369,11 +355,11 @@ async fn agent(path: &Path, loaded: settings::Loaded, logs: Recent) -> anyhow::R
     let layout = Layout::from_config(&cfg.update);
     let history = History::open(&store).context("opening the update history")?;
     // The slot is known from the start, so the first birth on the broker already names it.
-    let (update_tx, update_rx) = watch::channel(UpdateView { slot: doorbell_agent::slot::running_slot(&layout), ..UpdateView::default() });
+    let (update_tx, update_rx) = watch::channel(UpdateView { slot: doorbell_slotctl::running_slot(&layout), ..UpdateView::default() });
     let (link_tx, link_rx) = watch::channel(LinkState::default());
     // A broker wait that outlasts the deadline would be reported as a missed deadline.
     let broker_timeout = cfg.update.broker_timeout.min(cfg.update.deadline.saturating_sub(cfg.update.soak));
-    let mut checks: Vec<Box<dyn trial::TrialCheck>> = vec![
+    let mut checks: Vec<Box<dyn TrialCheck>> = vec![
         Box::new(RequiredHealth::new(health.clone())),
         Box::new(BrokerReachable::new(cfg.mqtt.as_ref().map(|m| m.url.clone()), link_rx.clone(), broker_timeout)),
     ];
@@ -401,7 +387,7 @@ async fn agent(path: &Path, loaded: settings::Loaded, logs: Recent) -> anyhow::R
         info: Info {
             device_id: device_id.clone(),
             boot_id: status::boot_id(),
-            started_ms: doorbell_agent::time::now_ms(),
+            started_ms: doorbell_base::time::now_ms(),
             started,
             gpio: button.describe(),
             listen: listen.to_string(),

@@ -173,7 +173,7 @@ fn refresh_checks(state: &State) {
     state.view.store.report_health(&state.view.health);
     let samples = state.view.samples.borrow();
     let interval = state.config.borrow().sampler.interval;
-    if let Some((ok, detail)) = crate::sampler::freshness(&samples, interval, crate::time::now_ms()) {
+    if let Some((ok, detail)) = crate::sampler::freshness(&samples, interval, doorbell_base::time::now_ms()) {
         state.view.health.set("sampler", crate::health::Importance::Degrading, ok, detail);
     }
 }
@@ -210,7 +210,7 @@ fn alerts(state: &State, query: &str) -> Answer {
             _ => return error(400, "query takes state=active|all and limit=N"),
         }
     }
-    let list: Vec<serde_json::Value> = state.view.store.alerts(active_only, limit).iter().map(|(_, a)| crate::alerts::to_json(a)).collect();
+    let list: Vec<serde_json::Value> = state.view.store.alerts(active_only, limit).iter().map(|(_, a)| a.to_json()).collect();
     json(200, serde_json::Value::Array(list))
 }
 
@@ -225,7 +225,7 @@ fn updates(state: &State, query: &str) -> Answer {
 /// device (or a test after a power cut) checks it.
 fn rings(state: &State, query: &str) -> Answer {
     match limit_only(query, MAX_RINGS) {
-        Ok(limit) => json(200, serde_json::Value::Array(state.view.store.rings(limit).iter().map(crate::pipeline::to_json).collect())),
+        Ok(limit) => json(200, serde_json::Value::Array(state.view.store.rings(limit).iter().map(crate::store::RingV1::to_json).collect())),
         Err(answer) => answer,
     }
 }

@@ -137,7 +137,7 @@ impl Sampler {
         let load = System::load_average();
         let (rss, threads) = own_status().unwrap_or((0, 0));
         Sample {
-            ts_ms: crate::time::now_ms(),
+            ts_ms: doorbell_base::time::now_ms(),
             cpu_percent: self.system.global_cpu_usage(),
             memory_used_bytes: used,
             memory_available_bytes: available,

@@ -45,14 +45,14 @@ pub struct Loaded {
 /// Loads the configuration file (validated: file, key and reason on error) and applies the
 /// fleet overlay, if any.
 pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
-    let text = crate::durable::read_text(path, crate::config::MAX_FILE).map_err(|e| ConfigError {
+    let text = doorbell_base::durable::read_text(path, doorbell_base::device::MAX_CONFIG_FILE).map_err(|e| ConfigError {
         file: path.to_path_buf(),
         key: "(file)".into(),
         reason: format!("cannot read: {e}"),
     })?;
     let base = Config::parse(path, &text)?;
     let overlay_path = base.data_dir.join(OVERLAY);
-    let overlay = match crate::durable::read_text(&overlay_path, crate::config::MAX_FILE) {
+    let overlay = match doorbell_base::durable::read_text(&overlay_path, doorbell_base::device::MAX_CONFIG_FILE) {
         Ok(overlay) => overlay,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Loaded { config: base, overlay: None, warning: None }),
         Err(e) => {
@@ -121,7 +121,7 @@ impl Settings {
         }
         let current = self.current();
         let overlay_path = current.data_dir.join(OVERLAY);
-        let mut overlay: toml::Table = match crate::durable::read_text(&overlay_path, crate::config::MAX_FILE) {
+        let mut overlay: toml::Table = match doorbell_base::durable::read_text(&overlay_path, doorbell_base::device::MAX_CONFIG_FILE) {
             Ok(text) => text.parse().unwrap_or_default(),
             Err(_) => toml::Table::new(),
         };
@@ -133,7 +133,7 @@ impl Settings {
             table.insert(key.to_string(), value);
         }
         let overlay_text = toml::to_string(&overlay).map_err(|e| e.to_string())?;
-        let base = crate::durable::read_text(&self.path, crate::config::MAX_FILE)
+        let base = doorbell_base::durable::read_text(&self.path, doorbell_base::device::MAX_CONFIG_FILE)
             .map_err(|e| format!("cannot read {}: {e}", self.path.display()))?;
         let config = merged(&base, &overlay_text)
             .and_then(|text| Config::parse(&overlay_path, &text).map_err(|e| format!("key `{}`: {}", e.key, e.reason)))?;

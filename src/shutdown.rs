@@ -65,11 +65,3 @@ impl Stopper {
         self.0.send(Stop { code, reason: reason.into() }).await.map_err(|_| "the agent is already stopping".to_string())
     }
 }
-
-/// For command-line use: a closed stdout (`... | head`) ends the process quietly, as with any
-/// Unix tool, instead of a panic on the failed write (which `panic = "abort"` turns into
-/// SIGABRT). Not for the long-running agent, which must outlive a closed log stream.
-pub fn die_on_broken_pipe() {
-    // SAFETY: restores the default disposition of one signal; no handler is involved.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-}

@@ -10,7 +10,7 @@ use crate::fleet::LinkState;
 use crate::health::Board;
 use crate::pipeline::RingStats;
 use crate::sampler::Sample;
-use crate::store::{AlertV1, Store};
+use crate::store::{AlertV1, RingV1, Store};
 use crate::update::history::History;
 use crate::update::trial::UpdateView;
 
@@ -64,7 +64,7 @@ impl View {
     pub fn json(&self) -> serde_json::Value {
         let report = self.health.report();
         let rings = self.rings.borrow().clone();
-        let alerts: Vec<serde_json::Value> = self.alerts.borrow().iter().map(crate::alerts::to_json).collect();
+        let alerts: Vec<serde_json::Value> = self.alerts.borrow().iter().map(AlertV1::to_json).collect();
         let last_sample = self.samples.borrow().back().cloned();
         let (stored_rings, stored_alerts, outbox) = self.store.counts();
         let update = self.update.borrow();
@@ -75,7 +75,7 @@ impl View {
             "update": update.json(),
             "state": if self.health.ready() { "running" } else { "starting" },
             "boot_id": self.info.boot_id,
-            "started_at": crate::time::rfc3339(self.info.started_ms),
+            "started_at": doorbell_base::time::rfc3339(self.info.started_ms),
             "uptime_s": self.info.started.elapsed().as_secs(),
             "health": {"status": report.status, "score": report.score},
             "gpio": self.info.gpio,
@@ -85,7 +85,7 @@ impl View {
             "rings": {
                 "since_start": rings.rings,
                 "stored": stored_rings,
-                "last": rings.last.as_ref().map(crate::pipeline::to_json),
+                "last": rings.last.as_ref().map(RingV1::to_json),
             },
             "store": {"size_bytes": self.store.size_on_disk(), "alerts": stored_alerts},
             "last_sample": last_sample,
@@ -99,10 +99,10 @@ impl View {
         serde_json::json!({
             "configured": true,
             "link": if l.connected { "up" } else { "down" },
-            "since": (l.since_ms > 0).then(|| crate::time::rfc3339(l.since_ms)),
+            "since": (l.since_ms > 0).then(|| doorbell_base::time::rfc3339(l.since_ms)),
             "reconnects": l.reconnects,
             "last_error": l.last_error,
-            "retry_at": l.retry_at_ms.map(crate::time::rfc3339),
+            "retry_at": l.retry_at_ms.map(doorbell_base::time::rfc3339),
         })
     }
 

@@ -42,7 +42,7 @@ pub fn watchdog_interval() -> Option<Duration> {
 /// The pings come from the async runtime, so a wedged runtime stops them and systemd
 /// restarts the agent; so does a stuck store.
 pub async fn supervise(view: View, mut shutdown: Shutdown) {
-    if crate::fault::active() == Some(crate::fault::Fault::HangAfterReady) {
+    if doorbell_base::fault::active() == Some(doorbell_base::fault::Fault::HangAfterReady) {
         log::warn!("fault injection: hanging after READY (no more watchdog pings)");
         return shutdown.recv().await;
     }

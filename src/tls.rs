@@ -1,11 +1,15 @@
 //! rustls client configuration on the `ring` provider, for the MQTT link and HTTPS
 //! downloads: server verification against the configured CA file (or the system's roots)
-//! and an optional client certificate.
+//! and an optional client certificate; and the TLS step of the HTTP client (`open`).
 
 use std::fs::File;
 use std::io::BufReader;
+use std::net::TcpStream;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
+
+use doorbell_base::http::{self, HttpError, Scheme, Stream, Url};
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore};
@@ -74,4 +78,29 @@ pub fn client_config(
         _ => builder.with_no_client_auth(),
     };
     Ok(Arc::new(config))
+}
+
+/// Opens `url`: plain TCP for `http://`, TLS with `config` for `https://` (refused without).
+pub fn open(url: &Url, timeout: Duration, config: Option<Arc<ClientConfig>>) -> Result<Box<dyn Stream>, HttpError> {
+    match (url.scheme, config) {
+        (Scheme::Https, Some(config)) => wrap(http::connect(url, timeout)?, url, config),
+        _ => http::open_plain(url, timeout),
+    }
+}
+
+/// Wraps `tcp` in TLS for `url`'s host and completes the handshake, so that a certificate
+/// problem is reported as [`HttpError::Tls`], apart from a broken connection.
+fn wrap(mut tcp: TcpStream, url: &Url, config: Arc<ClientConfig>) -> Result<Box<dyn Stream>, HttpError> {
+    let tls_err = |reason: String| HttpError::Tls { host: url.host.clone(), reason };
+    let name = rustls::pki_types::ServerName::try_from(url.host.clone()).map_err(|e| tls_err(e.to_string()))?;
+    let mut conn = rustls::ClientConnection::new(config, name).map_err(|e| tls_err(e.to_string()))?;
+    while conn.is_handshaking() {
+        if let Err(e) = conn.complete_io(&mut tcp) {
+            return Err(match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+                Some(rustls_error) => tls_err(rustls_error.to_string()),
+                None => HttpError::Io { what: "TLS handshake", source: e },
+            });
+        }
+    }
+    Ok(Box::new(rustls::StreamOwned::new(conn, tcp)))
 }

@@ -43,7 +43,7 @@ fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
 fn sigkill_while_writing_never_loses_what_was_reported_stored() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let seed = std::env::var("CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(doorbell_agent::time::now_ms);
+    let seed = std::env::var("CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(doorbell_base::time::now_ms);
     println!("CRASH_SEED={seed}");
     let mut rng = seed;
 
@@ -70,7 +70,7 @@ fn sigkill_while_writing_never_loses_what_was_reported_stored() {
         let from = agent.log_lines().len();
         let wrote = || agent.log_lines().iter().skip(from).any(|l| l.contains("alert raised stored:"));
         while t.elapsed() < kill_after || presses < 3 || (!wrote() && t.elapsed() < Duration::from_secs(10)) {
-            let _ = doorbell_agent::client::request(agent.addr, "POST", "/simulate/press", Duration::from_secs(2));
+            let _ = doorbell_base::client::request(agent.addr, "POST", "/simulate/press", Duration::from_secs(2));
             presses += 1;
         }
         let mut agent = agent;
@@ -130,7 +130,7 @@ fn sigkill_during_store_flushes_keeps_every_flushed_record() {
         return write_until_killed(std::path::Path::new(&dir));
     }
     let dir = tempfile::tempdir().unwrap();
-    let seed = std::env::var("CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(doorbell_agent::time::now_ms);
+    let seed = std::env::var("CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(doorbell_base::time::now_ms);
     println!("CRASH_SEED={seed}");
     let mut rng = seed;
     let mut flushed: Option<u64> = None;

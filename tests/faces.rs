@@ -192,10 +192,10 @@ fn face_commands_over_mqtt_enroll_from_a_kept_ring_and_the_person_is_then_known(
     let first = ring(&agent, 1);
     assert_eq!(first["result"], "unknown", "{first}");
     let send = |args: &[&str]| {
-        let mut argv = vec!["fleet", "--broker", &url, "send", "test-door"];
+        let mut argv = vec!["--broker", &url, "send", "test-door"];
         argv.extend_from_slice(args);
         argv.extend_from_slice(&["--wait", "--timeout", "20s", "--json"]);
-        common::run(&argv)
+        common::run_fleet(&argv)
     };
     // The agent's subscription may lag its connection: the first command is retried until answered.
     let ring_arg = format!("ring={}", first["id"].as_str().unwrap());

@@ -553,8 +553,8 @@ fn fleet_watch_waits_out_a_broker_down_at_start_and_a_restart_and_misses_nothing
     let url = format!("mqtt://127.0.0.1:{}", broker.port);
     // The operator starts watching while the broker is down: the watch waits for it.
     broker.stop();
-    let mut watch = std::process::Command::new(common::BIN)
-        .args(["fleet", "--broker", &url, "watch", "test-door", "--json", "--session", "test-watch"])
+    let mut watch = std::process::Command::new(common::fleet_bin())
+        .args(["--broker", &url, "watch", "test-door", "--json", "--session", "test-watch"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

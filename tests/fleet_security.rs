@@ -95,7 +95,7 @@ fn tls_with_a_test_ca_and_a_client_certificate() {
     // The operator CLI speaks TLS too.
     let url = format!("mqtts://localhost:{tls_port}");
     let (code, out, err) =
-        common::run(&["fleet", "--broker", &url, "--ca", &p.ca, "--cert", &p.client_cert, "--key", &p.client_key, "devices"]);
+        common::run_fleet(&["--broker", &url, "--ca", &p.ca, "--cert", &p.client_cert, "--key", &p.client_key, "devices"]);
     assert_eq!(code, 0, "{out}{err}");
 }
 

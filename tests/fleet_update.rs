@@ -1,4 +1,4 @@
-//! The fleet `update`/`rollback` commands and `fleet rollout` with real agent binaries and a
+//! The fleet `update`/`rollback` commands and `doorbell-fleet rollout` with real agent binaries and a
 //! real broker (rumqttd), on a slot layout in a temporary directory (`update.install_root`,
 //! `update.slot_state_dir`). Without systemd nothing restarts an agent, so these cover what
 //! must happen before a restart: every refusal, answered `failed` with its reason, recorded
@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use common::mqtt::{mqtt_section, Msg, Rumqttd, Watcher};
 use common::{config, Agent};
-use doorbell_agent::slot::{Slot, SlotInfo, State, Trial};
-use doorbell_agent::update::artifact::{self, Manifest, SecretKey, TARGET};
+use doorbell_artifact::{self as artifact, Manifest, SecretKey, TARGET};
+use doorbell_slotctl::{Slot, SlotInfo, State, Trial};
 
 /// `size` bytes that start like an ELF executable for another machine than this one.
 fn foreign_elf(size: usize) -> Vec<u8> {

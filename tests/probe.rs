@@ -63,7 +63,7 @@ fn wrong_requests_get_json_errors_with_the_right_code() {
         ("POST", "/rings", 405),
     ];
     for (method, path, want) in cases {
-        let (code, body) = doorbell_agent::client::request(agent.addr, method, path, Duration::from_secs(5)).unwrap();
+        let (code, body) = doorbell_base::client::request(agent.addr, method, path, Duration::from_secs(5)).unwrap();
         assert_eq!(code, *want, "{method} {path}: {body}");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {body}"));
         assert_eq!(v["code"], *want, "{method} {path}: {body}");

@@ -10,6 +10,8 @@
 //! Without root, or when nspawn cannot be installed, this test FAILS on purpose, so a CI
 //! that cannot run it notices. Set `DOORBELL_SKIP_SYSTEMD=1` to skip it explicitly.
 
+mod common;
+
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
@@ -47,9 +49,9 @@ fn unit_under_real_systemd() {
     let bin_dir = tmp.path().join("bin");
     fs::create_dir(&bin_dir).expect("create bin dir");
     let bin = bin_dir.join("doorbell-agent");
-    fs::copy(env!("CARGO_BIN_EXE_doorbell-agent"), &bin).expect("copy agent binary");
+    fs::copy(common::BIN, &bin).expect("copy agent binary");
     let slotctl = bin_dir.join("doorbell-slotctl");
-    fs::copy(env!("CARGO_BIN_EXE_doorbell-slotctl"), &slotctl).expect("copy slotctl binary");
+    fs::copy(common::slotctl_bin(), &slotctl).expect("copy slotctl binary");
     for (path, mode) in [(tmp.path(), 0o755), (bin_dir.as_path(), 0o755), (bin.as_path(), 0o755), (slotctl.as_path(), 0o755)] {
         fs::set_permissions(path, fs::Permissions::from_mode(mode)).expect("chmod");
     }

@@ -16,11 +16,11 @@ mod common;
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use doorbell_agent::update::artifact::{self, Manifest, SecretKey, TARGET};
+use doorbell_artifact::{self as artifact, Manifest, SecretKey, TARGET};
 
 const DEADLINE: Duration = Duration::from_secs(1200);
 
@@ -127,9 +127,13 @@ fn updates_under_real_systemd() {
     let (bin, art) = (tmp.path().join("bin"), tmp.path().join("artifacts"));
     fs::create_dir_all(&bin).unwrap();
     fs::create_dir_all(&art).unwrap();
-    for (name, src) in
-        [("doorbell-agent", env!("CARGO_BIN_EXE_doorbell-agent")), ("doorbell-slotctl", env!("CARGO_BIN_EXE_doorbell-slotctl"))]
-    {
+    let binaries = [
+        ("doorbell-agent", PathBuf::from(common::BIN)),
+        ("doorbell-slotctl", common::slotctl_bin()),
+        // The operator's tool, run on the host in the container's network namespace.
+        ("doorbell-fleet", common::fleet_bin()),
+    ];
+    for (name, src) in binaries {
         let dst = bin.join(name);
         fs::copy(src, &dst).unwrap();
         assert!(Command::new("strip").arg(&dst).status().expect("strip (binutils)").success());

@@ -241,7 +241,7 @@ check "the outcome names the CLI's request (a re-run of slotctl cannot apply it 
 # only a loopback network), so the agent reaches the broker at 127.0.0.1:1883 and the
 # operator's `fleet rollout --serve` is reachable from the agent.
 in_netns() { nsenter -t "$TB_PID" -n -- "$@"; }
-FLEET=(in_netns "$BIN/doorbell-agent" fleet --broker mqtt://127.0.0.1:1883)
+FLEET=(in_netns "$BIN/doorbell-fleet" --broker mqtt://127.0.0.1:1883)
 printf 'listener 1883 127.0.0.1\nallow_anonymous true\n' >"$PERSIST/mosquitto.conf"
 # (nsenter itself, not a function, in the background: $! is then the process to kill)
 nsenter -t "$TB_PID" -n -- mosquitto -c "$PERSIST/mosquitto.conf" >"$PERSIST/results/mosquitto.log" 2>&1 &
@@ -253,7 +253,7 @@ wait_healthy_on a 20 >/dev/null
 online() { "${FLEET[@]}" devices 2>/dev/null | grep -qE '^door-ct +yes +0\.1\.0 +a +running '; }
 check "fleet devices: door-ct online with 0.1.0 in slot a" eventually 10 online
 # (once the broker answers: `fleet watch` waits out outages, but needs the broker to start)
-nsenter -t "$TB_PID" -n -- "$BIN/doorbell-agent" fleet --broker mqtt://127.0.0.1:1883 watch door-ct --json \
+nsenter -t "$TB_PID" -n -- "$BIN/doorbell-fleet" --broker mqtt://127.0.0.1:1883 watch door-ct --json \
     >"$PERSIST/watch.jsonl" 2>"$PERSIST/results/watch.err" &
 HOST_PIDS+=($!)
 sleep 0.5

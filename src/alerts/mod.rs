@@ -18,27 +18,8 @@ use crate::config::{AlertsConfig, RuleConfig, Severity};
 use crate::fleet::Announcer;
 use crate::health::{Board, Importance};
 use crate::metrics::Metrics;
-use crate::store::{AlertState, AlertV1, RingResult, Store};
+use crate::store::{AlertState, AlertV1, Damage, RingResult, Store};
 use rules::{Rule, Transition};
-
-/// Reading names rules may refer to.
-pub const READINGS: &[&str] = &[
-    "cpu_percent",
-    "memory_percent",
-    "disk_percent",
-    "temperature_c",
-    "load1",
-    "under_voltage",
-    "throttled",
-    "agent_rss_mib",
-    "agent_threads",
-    "agent_fds",
-    "rings_1m",
-    "pipeline_errors_5m",
-    "pipeline_worker_up",
-    "pipeline_budget_ratio",
-    "face_recognition_accuracy",
-];
 
 /// Inputs queued to the engine.
 pub const QUEUE: usize = 64;
@@ -68,6 +49,13 @@ pub enum Input {
     Clear(String, Reply),
     /// The rules changed (`config/set alerts.*`).
     Rules(AlertsConfig),
+}
+
+/// Damage the store found at a reopening: a critical event alert.
+impl From<Damage> for Input {
+    fn from(damage: Damage) -> Input {
+        Input::Event { key: damage.alert_key(), severity: Severity::Critical, message: damage.message() }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -253,7 +241,7 @@ impl Engine {
         if self.active.contains_key(key) {
             return;
         }
-        let now = crate::time::now_ms();
+        let now = doorbell_base::time::now_ms();
         let alert = AlertV1 {
             id: uuid::Uuid::new_v4().simple().to_string(),
             key: key.into(),
@@ -275,7 +263,7 @@ impl Engine {
         let Some(mut tracked) = self.active.remove(key) else { return };
         tracked.announced = false;
         tracked.alert.state = AlertState::Cleared;
-        tracked.alert.updated_ms = crate::time::now_ms();
+        tracked.alert.updated_ms = doorbell_base::time::now_ms();
         if value.is_some() {
             tracked.alert.value = value;
         }
@@ -296,7 +284,7 @@ impl Engine {
             self.clear(&key, None);
         } else if let Some(tracked) = self.active.get_mut(&key) {
             tracked.alert.state = AlertState::Acknowledged;
-            tracked.alert.updated_ms = crate::time::now_ms();
+            tracked.alert.updated_ms = doorbell_base::time::now_ms();
             let copy = Tracked { announced: false, ..tracked.clone() };
             self.unsaved.push_back(copy);
         }
@@ -400,22 +388,6 @@ pub async fn follow_rules(
             current = new;
         }
     }
-}
-
-/// JSON view of an alert, as served on /alerts and published over MQTT.
-pub fn to_json(a: &AlertV1) -> serde_json::Value {
-    serde_json::json!({
-        "id": a.id,
-        "key": a.key,
-        "rule": a.rule,
-        "severity": a.severity.as_str(),
-        "state": a.state.as_str(),
-        "message": a.message,
-        "value": a.value,
-        "threshold": a.threshold,
-        "raised_at": crate::time::rfc3339(a.raised_ms),
-        "ts": crate::time::rfc3339(a.updated_ms),
-    })
 }
 
 #[cfg(test)]

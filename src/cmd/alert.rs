@@ -33,7 +33,7 @@ async fn ask(ctx: &Context, input: impl FnOnce(Reply) -> Input) -> Result<Value,
         .await
         .map_err(|_| "the alert engine did not answer within 10 s".to_string())?
         .map_err(|_| "the alert engine has stopped".to_string())??;
-    Ok(crate::alerts::to_json(&alert))
+    Ok(alert.to_json())
 }
 
 impl Ack {

@@ -66,7 +66,7 @@ mod tests {
         let key = SigningKey::from_bytes(&[7; 32]);
         let public = key.verifying_key();
         let now = 1_800_000_000_000;
-        let expires = crate::time::rfc3339(now + 60_000);
+        let expires = doorbell_base::time::rfc3339(now + 60_000);
         // Spacing and key order are the signer's: the bytes signed are the bytes checked.
         let text =
             format!(r#"{{ "args": {{"gpio.burst": 4}}, "expires": "{expires}", "target": "door-1", "name": "config/set", "id": "c1" }}"#);
@@ -81,7 +81,7 @@ mod tests {
         assert_eq!(verify(&public, &forged, "door-1", now).unwrap_err(), "not authorised: bad signature");
         let other = SigningKey::from_bytes(&[8; 32]);
         assert_eq!(verify(&public, &signed(&other, &text), "door-1", now).unwrap_err(), "not authorised: bad signature");
-        let far = command_text("c2", "config/set", "door-1", &crate::time::rfc3339(now + 48 * 3600 * 1000), &Map::new());
+        let far = command_text("c2", "config/set", "door-1", &doorbell_base::time::rfc3339(now + 48 * 3600 * 1000), &Map::new());
         assert!(verify(&public, &signed(&key, &far), "door-1", now).unwrap_err().contains("more than 24 h ahead"));
         let unsigned = Request::parse("config/set", false, br#"{"id": "c3"}"#, 4096).unwrap();
         assert!(verify(&public, &unsigned, "door-1", now).unwrap_err().contains("must be signed"));

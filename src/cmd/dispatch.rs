@@ -11,15 +11,15 @@ use tokio::sync::{mpsc, Mutex, Semaphore};
 use crate::alerts::Input as AlertInput;
 use crate::fleet::{Announcer, CommandTopic};
 use crate::gpio::PressSink;
-use crate::logging::Recent;
 use crate::metrics::Metrics;
 use crate::pipeline::control::FacesHandle;
 use crate::settings::Settings;
 use crate::shutdown::{Shutdown, Stopper};
-use crate::slot::ctl::Requests;
-use crate::slot::{Layout, State};
 use crate::status::View;
 use crate::store::Store;
+use doorbell_base::logging::Recent;
+use doorbell_slotctl::ctl::Requests;
+use doorbell_slotctl::{Layout, State};
 
 use super::{auth, update, Command, Ledger, Progress, Request, Response, Status};
 
@@ -219,7 +219,7 @@ impl Dispatcher {
             Err(reason) => return Verdict::Answer(Response::failed(&id, &name, reason)),
         };
         if let (true, true, Some(key)) = (origin.is_fleet(), command.needs_signature(), &self.key) {
-            if let Err(reason) = auth::verify(key, &request, &self.ctx.view.info.device_id, crate::time::now_ms()) {
+            if let Err(reason) = auth::verify(key, &request, &self.ctx.view.info.device_id, doorbell_base::time::now_ms()) {
                 self.metrics.security_events.inc(&["command_not_authorised"]);
                 return Verdict::Answer(Response::failed(&id, &name, reason));
             }
@@ -334,7 +334,7 @@ impl Dispatcher {
                 let result = serde_json::json!({
                     "version": crate::VERSION,
                     "boot_id": info.boot_id,
-                    "started_at": crate::time::rfc3339(info.started_ms),
+                    "started_at": doorbell_base::time::rfc3339(info.started_ms),
                 });
                 Response { result: Some(result), ..Response::new(&id, &name, Status::Successful) }
             } else {

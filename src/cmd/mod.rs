@@ -106,7 +106,7 @@ impl Response {
             "id": self.id,
             "name": self.name,
             "status": self.status.as_str(),
-            "ts": crate::time::rfc3339(crate::time::now_ms()),
+            "ts": doorbell_base::time::rfc3339(doorbell_base::time::now_ms()),
         });
         for (key, value) in [
             ("progress", self.progress.map(Value::from)),

@@ -32,7 +32,7 @@ impl Press {
         }
         let stored = tokio::time::timeout(wait, rings.wait_for(|r| r.rings > before)).await;
         match stored {
-            Ok(Ok(stats)) => Ok(serde_json::json!({"ring": stats.last.as_ref().map(crate::pipeline::to_json)})),
+            Ok(Ok(stats)) => Ok(serde_json::json!({"ring": stats.last.as_ref().map(crate::store::RingV1::to_json)})),
             Ok(Err(_)) => Err("the ring pipeline has stopped".into()),
             Err(_) => Err(format!(
                 "the press did not become a ring within {}s (pipeline.start_timeout + pipeline.ring_deadline + {}s): it was \

@@ -13,11 +13,11 @@ use std::path::PathBuf;
 use serde_json::{json, Value};
 
 use super::{Args, Context, Progress, Response, Status};
-use crate::slot::ctl::{Requests, StagedOptions};
-use crate::slot::{Outcome, OutcomeKind, State};
-use crate::update::artifact::Refusal;
 use crate::update::history::EntryV1;
 use crate::update::stage::{self, Source};
+use doorbell_artifact::Refusal;
+use doorbell_slotctl::ctl::{Requests, StagedOptions};
+use doorbell_slotctl::{Outcome, OutcomeKind, State};
 
 /// Progress once the artifact is staged and the agent restarts into its trial.
 const STAGED: f64 = 0.9;
@@ -95,7 +95,7 @@ impl Update {
 /// Records an agent-side refusal (history, alert); the reason for the reply.
 async fn refused(ctx: &Context, id: &str, refusal: &Refusal) -> String {
     let reason = format!("refused ({}): {refusal}", refusal.code());
-    let state = State::load(&crate::slot::Layout::from_config(&ctx.settings.current().update).state_file()).ok();
+    let state = State::load(&doorbell_slotctl::Layout::from_config(&ctx.settings.current().update).state_file()).ok();
     let committed = state.as_ref().map_or_else(|| crate::VERSION.to_string(), State::committed_version);
     let entry = EntryV1 {
         outcome: OutcomeKind::Refused.as_str().into(),
@@ -103,7 +103,7 @@ async fn refused(ctx: &Context, id: &str, refusal: &Refusal) -> String {
         from_version: committed.clone(),
         slot: state.as_ref().map_or_else(|| "-".into(), |s| s.committed.to_string()),
         reason: reason.clone(),
-        ts_ms: crate::time::now_ms(),
+        ts_ms: doorbell_base::time::now_ms(),
         trial_ms: None,
         decided_by: "agent".into(),
         request_id: Some(id.to_string()),
@@ -135,7 +135,7 @@ impl Rollback {
         let cfg = ctx.settings.current();
         let id = self.id.clone();
         tokio::task::spawn_blocking(move || {
-            let layout = crate::slot::Layout::from_config(&cfg.update);
+            let layout = doorbell_slotctl::Layout::from_config(&cfg.update);
             let state = State::load(&layout.state_file())
                 .map_err(|e| format!("this device has no usable A/B slot state ({}: {e})", layout.state_file().display()))?;
             let other = state.committed.other();
@@ -178,8 +178,8 @@ pub(super) fn settle(id: &str, name: &str, state: Option<&State>, requests: &Req
 
 /// Whether the staged artifact waiting for slotctl carries this request id.
 fn staged_for(requests: &Requests, id: &str) -> bool {
-    let path = requests.staged().join(crate::slot::ctl::staged::OPTIONS);
-    crate::durable::read_limited(&path, 4096)
+    let path = requests.staged().join(doorbell_slotctl::ctl::staged::OPTIONS);
+    doorbell_base::durable::read_limited(&path, 4096)
         .ok()
         .and_then(|b| serde_json::from_slice::<StagedOptions>(&b).ok())
         .is_some_and(|o| o.request_id.as_deref() == Some(id))
@@ -209,7 +209,7 @@ fn answer(id: &str, name: &str, o: &Outcome) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::slot::{Slot, Trial};
+    use doorbell_slotctl::{Slot, Trial};
 
     fn outcome(kind: OutcomeKind, request: Option<&str>, rollback: Option<&str>) -> Outcome {
         Outcome {

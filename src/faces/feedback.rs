@@ -40,7 +40,7 @@ impl Feedback {
         if !self.store.rings(usize::MAX).iter().any(|r| r.id == ring_id) {
             return Err(ControlError::NotFound(format!("no stored ring with id {ring_id:?}")));
         }
-        let entry = FeedbackV1 { ring_id: ring_id.into(), correct, ts_ms: crate::time::now_ms() };
+        let entry = FeedbackV1 { ring_id: ring_id.into(), correct, ts_ms: doorbell_base::time::now_ms() };
         let seq = self.recent.back().map_or(0, |(k, _)| key_seq(k) + 1);
         let key = [PREFIX, &seq.to_be_bytes()].concat();
         let drop_keys: Vec<Vec<u8>> =

@@ -143,7 +143,7 @@ impl Gallery {
     pub fn enroll(&mut self, name: &str, list: List, descriptor: Vec<f32>) -> Result<Person, ControlError> {
         validate_name(name)?;
         self.check_descriptor(&descriptor).map_err(ControlError::BadRequest)?;
-        let now = crate::time::now_ms();
+        let now = doorbell_base::time::now_ms();
         let mut record = match self.people.get(name) {
             Some(e) if e.record.list != list => {
                 return Err(ControlError::BadRequest(format!(
@@ -196,7 +196,7 @@ impl Gallery {
         store::encode(&GalleryFile::V1 {
             magic: MAGIC.into(),
             device_id: device_id.into(),
-            exported_ms: crate::time::now_ms(),
+            exported_ms: doorbell_base::time::now_ms(),
             embedder: self.embedder.clone(),
             people: self.people.values().map(|e| e.record.clone()).collect(),
         })

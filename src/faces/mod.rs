@@ -266,7 +266,7 @@ impl Recognizer for Recognition {
         let decision = decision.unwrap_or(Decision { result: RingResult::NoFace, name: None, confidence: None });
         self.metrics.face_decisions.inc(&[decision.result.as_str(), confidence_bucket(decision.confidence)]);
         if let (Some(snapshots), RingResult::Unknown | RingResult::Blocked) = (&self.snapshots, decision.result) {
-            match snapshots.keep(&ring.id, crate::time::now_ms(), &burst.kept) {
+            match snapshots.keep(&ring.id, doorbell_base::time::now_ms(), &burst.kept) {
                 Ok((rings, bytes)) => {
                     self.metrics.snapshots.set(&["rings"], rings as f64);
                     self.metrics.snapshots.set(&["bytes"], bytes as f64);

@@ -25,19 +25,19 @@ impl Announcer {
     }
 
     fn message(topic: String, payload: Vec<u8>, retain: bool, severity: Severity) -> OutboxV1 {
-        OutboxV1 { topic, payload, qos: 1, retain, created_ms: crate::time::now_ms(), severity }
+        OutboxV1 { topic, payload, qos: 1, retain, created_ms: doorbell_base::time::now_ms(), severity }
     }
 
     /// `P/events/ring`. A blocked visitor outranks everything but critical alerts when the
     /// outbox is full; an ordinary ring goes before alerts.
     pub fn ring(&self, ring: &RingV1) -> Vec<OutboxV1> {
-        self.ring_event(ring, crate::pipeline::to_json(ring))
+        self.ring_event(ring, ring.to_json())
     }
 
     /// `P/events/ring` for a ring the store could not write: the same event, marked
     /// `"stored": false`, published from memory.
     pub fn ring_unstored(&self, ring: &RingV1) -> Vec<OutboxV1> {
-        self.ring_event(ring, unstored(crate::pipeline::to_json(ring)))
+        self.ring_event(ring, unstored(ring.to_json()))
     }
 
     fn ring_event(&self, ring: &RingV1, json: serde_json::Value) -> Vec<OutboxV1> {
@@ -52,13 +52,13 @@ impl Announcer {
     /// `P/alerts` for the transition, and the retained `P/alarms/{key}` mirror (its current
     /// state while active, an empty retained payload once cleared).
     pub fn alert(&self, alert: &AlertV1) -> Vec<OutboxV1> {
-        self.alert_event(alert, crate::alerts::to_json(alert))
+        self.alert_event(alert, alert.to_json())
     }
 
     /// `P/alerts` and `P/alarms/{key}` for a transition the store could not write, marked
     /// `"stored": false`, published from memory.
     pub fn alert_unstored(&self, alert: &AlertV1) -> Vec<OutboxV1> {
-        self.alert_event(alert, unstored(crate::alerts::to_json(alert)))
+        self.alert_event(alert, unstored(alert.to_json()))
     }
 
     fn alert_event(&self, alert: &AlertV1, json: serde_json::Value) -> Vec<OutboxV1> {

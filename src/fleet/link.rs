@@ -178,7 +178,7 @@ impl Link {
         let (host, port) = self.cfg.host_port().map_err(anyhow::Error::msg)?;
         // A test build that must fail the trial's broker check: a closed loopback port
         // refuses every attempt, while the configured URL stays in logs and reasons.
-        let (host, port) = if crate::fault::active() == Some(crate::fault::Fault::NoBroker) {
+        let (host, port) = if doorbell_base::fault::active() == Some(doorbell_base::fault::Fault::NoBroker) {
             log::warn!("fault injection: connecting to 127.0.0.1:1 instead of {}", self.cfg.url);
             ("127.0.0.1".to_string(), 1)
         } else {
@@ -216,8 +216,8 @@ impl Link {
             "slot": self.view.update.borrow().slot,
             "state": state,
             "boot_id": info.boot_id,
-            "started_at": crate::time::rfc3339(info.started_ms),
-            "ts": crate::time::rfc3339(crate::time::now_ms()),
+            "started_at": doorbell_base::time::rfc3339(info.started_ms),
+            "ts": doorbell_base::time::rfc3339(doorbell_base::time::now_ms()),
         })
         .to_string()
         .into_bytes()
@@ -241,7 +241,7 @@ impl Link {
                 "stored_p95_ms": p95_ms(m.ring_latency.quantile(&[], 0.95)),
             },
             "outbox": {"depth": depth, "bytes": bytes, "dropped": m.outbox_dropped.total() as u64},
-            "ts": crate::time::rfc3339(crate::time::now_ms()),
+            "ts": doorbell_base::time::rfc3339(doorbell_base::time::now_ms()),
         })
         .to_string()
         .into_bytes()
@@ -321,9 +321,9 @@ impl Link {
                         self.metrics.errors.inc(&["fleet", "connection"]);
                         self.set_state(|s| {
                             s.connected = false;
-                            s.since_ms = crate::time::now_ms();
+                            s.since_ms = doorbell_base::time::now_ms();
                             s.last_error = Some(e.to_string());
-                            s.retry_at_ms = Some(crate::time::now_ms() + delay.as_millis() as u64);
+                            s.retry_at_ms = Some(doorbell_base::time::now_ms() + delay.as_millis() as u64);
                         });
                         tokio::select! {
                             _ = shutdown.recv() => break,
@@ -381,7 +381,7 @@ impl Link {
             }
             s.connected = true;
             s.connects += 1;
-            s.since_ms = crate::time::now_ms();
+            s.since_ms = doorbell_base::time::now_ms();
             s.retry_at_ms = None;
         });
         self.metrics.mqtt_connects.inc(&[]);

@@ -1,12 +1,10 @@
 //! The fleet link: MQTT presence, telemetry, the durable outbox of ring events, alerts and
 //! command responses, and command intake, exactly per the MQTT contract of
-//! docs/fleet-protocol.md; and the operator's side (`operator`, `rollout`).
+//! docs/fleet-protocol.md. The operator's side is the `doorbell-fleet` crate.
 
 mod announce;
 mod discovery;
 mod link;
-pub mod operator;
-mod rollout;
 mod topics;
 
 pub use announce::Announcer;

@@ -100,7 +100,7 @@ impl PressSink {
     /// Reports a press now; never blocks. False when the press had to be dropped.
     pub fn press(&self, trigger: Trigger) -> bool {
         self.metrics.presses.inc(&[trigger.as_str()]);
-        let press = Press { trigger, at: Instant::now(), ts_ms: crate::time::now_ms() };
+        let press = Press { trigger, at: Instant::now(), ts_ms: doorbell_base::time::now_ms() };
         match self.tx.try_send(press) {
             Ok(()) => true,
             Err(_) => {

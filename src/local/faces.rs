@@ -143,7 +143,7 @@ fn render(command: &FacesCommand, result: &Value) -> anyhow::Result<String> {
         FacesCommand::Export { file } => {
             let b64 = result.get("file").and_then(Value::as_str).context("the agent's answer has no file")?;
             let bytes = BASE64.decode(b64).context("the agent's file is not base64")?;
-            crate::durable::write_file(file, &bytes, EXPORT_MODE).with_context(|| format!("writing {}", file.display()))?;
+            doorbell_base::durable::write_file(file, &bytes, EXPORT_MODE).with_context(|| format!("writing {}", file.display()))?;
             format!("exported {} person(s) ({} bytes) to {}\n", count("people"), bytes.len(), file.display())
         }
         FacesCommand::Import { file } => format!(
@@ -164,7 +164,7 @@ fn people(result: &Value) -> String {
     }
     let mut out = format!("{:<24} {:<8} {:>7}  {}\n", "NAME", "LIST", "SAMPLES", "ENROLLED");
     for p in &people {
-        let enrolled = p.get("enrolled_ms").and_then(Value::as_u64).map(crate::time::rfc3339).unwrap_or_default();
+        let enrolled = p.get("enrolled_ms").and_then(Value::as_u64).map(doorbell_base::time::rfc3339).unwrap_or_default();
         out += &format!(
             "{:<24} {:<8} {:>7}  {}\n",
             p.get("name").and_then(Value::as_str).unwrap_or("?"),
@@ -190,6 +190,6 @@ fn ring_arg(ring: &str) -> Value {
 
 /// Reads a file the user named, refusing one too large to send.
 fn read(path: &Path, max: u64) -> anyhow::Result<Vec<u8>> {
-    crate::durable::read_limited(path, max)
+    doorbell_base::durable::read_limited(path, max)
         .with_context(|| format!("reading {} (the agent takes at most {max} bytes: control.max_request_mib)", path.display()))
 }

@@ -250,7 +250,7 @@ impl RingFlow {
                     None
                 }
             };
-            self.metrics.rings.inc(&[&ring.trigger, crate::time::period_of_day(ring.ts_ms)]);
+            self.metrics.rings.inc(&[&ring.trigger, doorbell_base::time::period_of_day(ring.ts_ms)]);
             self.metrics.ring_results.inc(&[ring.result.as_str()]);
             let result = ring.result;
             let blocked = (result == RingResult::Blocked).then(|| {
@@ -306,31 +306,6 @@ impl RingFlow {
             ts_ms: press.ts_ms,
         }
     }
-}
-
-/// Milliseconds to the microsecond, without the noise of widening an f32.
-fn ms(v: f32) -> f64 {
-    (f64::from(v) * 1000.0).round() / 1000.0
-}
-
-/// JSON view of a ring event, as on the `events/ring` topic.
-pub fn to_json(r: &RingV1) -> serde_json::Value {
-    serde_json::json!({
-        "id": r.id,
-        "seq": r.seq,
-        "trigger": r.trigger,
-        "result": r.result.as_str(),
-        "name": r.name,
-        "confidence": r.confidence,
-        "reason": r.reason,
-        "stage_ms": {
-            "capture": ms(r.stage_ms.capture),
-            "detect": ms(r.stage_ms.detect),
-            "embed": ms(r.stage_ms.embed),
-            "match": ms(r.stage_ms.matching),
-        },
-        "ts": crate::time::rfc3339(r.ts_ms),
-    })
 }
 
 #[cfg(test)]

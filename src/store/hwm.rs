@@ -67,7 +67,7 @@ impl HighWater {
             let len = file.metadata()?.len();
             file.write_all_at(&vec![0; (FILE_LEN - len) as usize], len)?;
             file.sync_all()?;
-            crate::durable::sync_parent(path)?;
+            doorbell_base::durable::sync_parent(path)?;
         }
         let (generation, marks) = best.unwrap_or_default();
         Ok((HighWater { file: Ok(file), generation, marks, written: marks, synced: marks }, best.map(|(_, m)| m)))

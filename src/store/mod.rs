@@ -277,7 +277,7 @@ impl Opened {
             Ok(gen) => (gen, None),
             Err(e) if !is_unreadable(&e) => return Err(e.into()),
             Err(e) => {
-                let moved_to = data_dir.join(format!("db.unreadable-{}", crate::time::now_ms()));
+                let moved_to = data_dir.join(format!("db.unreadable-{}", doorbell_base::time::now_ms()));
                 log::error!(
                     "store at {} cannot be opened ({e}); moving it to {} and starting fresh",
                     db_path.display(),
@@ -609,8 +609,8 @@ impl Store {
         // Reopening while the disk still refuses would trade a working read side for nothing.
         let room = self.free().is_some_and(|free| free >= REOPEN_MIN_FREE);
         let dir_probe = self.data_dir.join("store.probe");
-        if !room || crate::durable::write_file(&dir_probe, b"probe", 0o600).is_err() {
-            let _ = std::fs::remove_file(crate::durable::sibling(&dir_probe, ".tmp"));
+        if !room || doorbell_base::durable::write_file(&dir_probe, b"probe", 0o600).is_err() {
+            let _ = std::fs::remove_file(doorbell_base::durable::sibling(&dir_probe, ".tmp"));
             return false;
         }
         let _ = std::fs::remove_file(&dir_probe);
@@ -691,7 +691,7 @@ impl Store {
                 health.set("store", Importance::Required, true, detail)
             }
             Some(e) => {
-                let free = match crate::durable::free_space(&self.data_dir) {
+                let free = match doorbell_base::durable::free_space(&self.data_dir) {
                     Ok(bytes) => format!("{:.1} MiB free", bytes as f64 / (1024.0 * 1024.0)),
                     Err(e) => format!("free space unknown: {e}"),
                 };
@@ -1058,7 +1058,7 @@ impl Store {
         let plan = self.lock_outbox().plan(&announce.iter().zip(&encoded).map(|(m, bytes)| (m.severity, bytes.len())).collect::<Vec<_>>());
         let dropped = plan.evict.len() + plan.admit.iter().filter(|a| !**a).count();
         let (value, keys) = self.write_here(|| {
-            crate::fault::store_write();
+            doorbell_base::fault::store_write();
             let committed = (&g.rings, &g.alerts, &g.meta, &g.outbox).transaction(|(rings, alerts, meta, outbox)| {
                 let value = body(&Trees { rings, alerts, meta })?;
                 for key in &plan.evict {
@@ -1273,13 +1273,14 @@ const RECOVER_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Periodic maintenance: refreshes gauges and the `store` check, prunes every `interval`,
 /// and — woken by a failed write, then every second until it works — gets the store writing
-/// again, raising the critical alert of anything the new opening found wrong. Idle, it
+/// again, sending the `Damage` the new opening found to `alerts` (the alert engine's queue,
+/// whose input is made from a `Damage`: the store does not depend on the engine). Idle, it
 /// wakes only every `GAUGE_INTERVAL` (an idle doorbell must cost nothing).
-pub async fn maintain(
+pub async fn maintain<A: From<Damage>>(
     store: Store,
     interval: Duration,
     health: Board,
-    alerts: mpsc::Sender<crate::alerts::Input>,
+    alerts: mpsc::Sender<A>,
     stopper: Stopper,
     mut shutdown: Shutdown,
 ) {
@@ -1329,8 +1330,7 @@ pub async fn maintain(
             Err(e) => log::error!("store maintenance task failed: {e}"),
         }
         if let Some(damage) = store.take_damage() {
-            let event = crate::alerts::Input::Event { key: damage.alert_key(), severity: Severity::Critical, message: damage.message() };
-            if alerts.send(event).await.is_err() {
+            if alerts.send(A::from(damage)).await.is_err() {
                 return;
             }
         }
@@ -1372,7 +1372,7 @@ fn is_unreadable(e: &sled::Error) -> bool {
 /// Copies the database as found to `db.damaged-<ms>` for inspection, keeping the newest
 /// `DAMAGED_COPIES`; `None` when it could not be copied (no room, say).
 fn copy_damaged(data_dir: &Path, db: &Path) -> Option<PathBuf> {
-    let to = data_dir.join(format!("db.damaged-{}", crate::time::now_ms()));
+    let to = data_dir.join(format!("db.damaged-{}", doorbell_base::time::now_ms()));
     let copied = (|| -> std::io::Result<()> {
         std::fs::create_dir(&to)?;
         for entry in walk(db)? {
@@ -1383,7 +1383,7 @@ fn copy_damaged(data_dir: &Path, db: &Path) -> Option<PathBuf> {
                 std::fs::copy(&entry, to.join(rel))?;
             }
         }
-        crate::durable::sync_dir(data_dir)
+        doorbell_base::durable::sync_dir(data_dir)
     })();
     if let Err(e) = copied {
         log::warn!("store: no copy of the damaged database kept: {e}");

@@ -144,6 +144,30 @@ pub struct RingV1 {
     pub ts_ms: u64,
 }
 
+impl RingV1 {
+    /// The JSON view of the ring event, as on the `events/ring` topic, /rings and the CLI.
+    pub fn to_json(&self) -> serde_json::Value {
+        // Milliseconds to the microsecond, without the noise of widening an f32.
+        let ms = |v: f32| (f64::from(v) * 1000.0).round() / 1000.0;
+        serde_json::json!({
+            "id": self.id,
+            "seq": self.seq,
+            "trigger": self.trigger,
+            "result": self.result.as_str(),
+            "name": self.name,
+            "confidence": self.confidence,
+            "reason": self.reason,
+            "stage_ms": {
+                "capture": ms(self.stage_ms.capture),
+                "detect": ms(self.stage_ms.detect),
+                "embed": ms(self.stage_ms.embed),
+                "match": ms(self.stage_ms.matching),
+            },
+            "ts": doorbell_base::time::rfc3339(self.ts_ms),
+        })
+    }
+}
+
 /// Alert lifecycle state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AlertState {
@@ -195,6 +219,22 @@ impl AlertV1 {
     /// Still needs attention (raised or acknowledged).
     pub fn is_active(&self) -> bool {
         self.state != AlertState::Cleared
+    }
+
+    /// The JSON view of the alert, as served on /alerts and published over MQTT.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id,
+            "key": self.key,
+            "rule": self.rule,
+            "severity": self.severity.as_str(),
+            "state": self.state.as_str(),
+            "message": self.message,
+            "value": self.value,
+            "threshold": self.threshold,
+            "raised_at": doorbell_base::time::rfc3339(self.raised_ms),
+            "ts": doorbell_base::time::rfc3339(self.updated_ms),
+        })
     }
 }
 
@@ -270,7 +310,7 @@ mod tests {
         bytes.extend_from_slice(&payload);
         let Record::RingV1(ring) = Record::decode(&bytes).unwrap() else { panic!("a ring") };
         assert!(ring.ts_ms > 253_402_300_799_999);
-        assert_eq!(crate::pipeline::to_json(&ring)["ts"], "9999-12-31T23:59:59.999Z");
+        assert_eq!(ring.to_json()["ts"], "9999-12-31T23:59:59.999Z");
     }
 
     #[test]

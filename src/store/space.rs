@@ -37,13 +37,13 @@ impl Reserve {
         if self.held() || free < min_free.saturating_add(RESERVE_BYTES) {
             return;
         }
-        match crate::durable::write_file(&self.path, &vec![0; RESERVE_BYTES as usize], 0o600) {
+        match doorbell_base::durable::write_file(&self.path, &vec![0; RESERVE_BYTES as usize], 0o600) {
             Ok(()) if self.released.swap(false, Ordering::Relaxed) => {
                 log::info!("store: {} MiB reserve set aside again on {}", RESERVE_BYTES / MIB, self.path.display());
             }
             Ok(()) => {}
             Err(e) => {
-                let _ = std::fs::remove_file(crate::durable::sibling(&self.path, ".tmp"));
+                let _ = std::fs::remove_file(doorbell_base::durable::sibling(&self.path, ".tmp"));
                 log::warn!("store: cannot set the reserve aside at {}: {e}", self.path.display());
             }
         }
@@ -79,7 +79,7 @@ pub struct Shed {
 impl Store {
     /// Free bytes where the store lives; `None` when the file system cannot say.
     pub(super) fn free(&self) -> Option<u64> {
-        crate::durable::free_space(&self.data_dir).ok()
+        doorbell_base::durable::free_space(&self.data_dir).ok()
     }
 
     /// Below `store.min_free_mib`: how much is free, and whether the reserve is in use.
@@ -174,7 +174,7 @@ mod tests {
         drop(store);
 
         // More asked for than the disk has: every snapshot goes, then the oldest rings.
-        let free_mib = crate::durable::free_space(dir.path()).unwrap() / MIB;
+        let free_mib = doorbell_base::durable::free_space(dir.path()).unwrap() / MIB;
         let (store, _) = open(dir.path(), &StoreConfig { min_free_mib: free_mib + 1024, ..StoreConfig::default() });
         assert_eq!(std::fs::read_dir(&snaps).unwrap().count(), 0, "snapshots are shed at open");
         let seqs: Vec<u64> = store.rings(1000).iter().map(|r| r.seq).collect();

@@ -13,9 +13,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::trial::{Strikes, TrialCheck, Verdict};
+use super::checks::{Strikes, TrialCheck, Verdict};
 use crate::metrics::Metrics;
-use crate::slot::Trial;
+use doorbell_slotctl::Trial;
 
 /// The baseline's file in the update directory (beside `staged`).
 pub const FILE: &str = "canary-baseline.json";
@@ -112,14 +112,14 @@ pub fn path(update_dir: &Path) -> PathBuf {
 /// Writes the baseline durably (temporary file, fsync, rename).
 pub fn record(update_dir: &Path, baseline: &Baseline) -> std::io::Result<()> {
     let bytes = serde_json::to_vec_pretty(baseline).map_err(std::io::Error::other)?;
-    crate::durable::write_file(&path(update_dir), &bytes, 0o640)
+    doorbell_base::durable::write_file(&path(update_dir), &bytes, 0o640)
 }
 
 /// Reads the baseline recorded for `trial`.
 pub fn load(update_dir: &Path, trial: &Trial) -> Result<Baseline, BaselineError> {
     let file = path(update_dir);
     let shown = file.display().to_string();
-    let bytes = match crate::durable::read_bounded(&file, 64 * 1024) {
+    let bytes = match doorbell_base::durable::read_bounded(&file, 64 * 1024) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(BaselineError::Missing),
         Err(source) => return Err(BaselineError::Io { path: shown, source }),
@@ -151,7 +151,7 @@ pub struct Limits {
 
 impl Limits {
     /// The limits of an `[update]` section.
-    pub fn from_config(cfg: &crate::config::UpdateConfig) -> Limits {
+    pub fn from_config(cfg: &doorbell_slotctl::settings::UpdateConfig) -> Limits {
         Limits { rss_growth_percent: cfg.canary_max_rss_growth_percent, latency_growth_percent: cfg.canary_max_latency_growth_percent }
     }
 }

@@ -9,8 +9,8 @@ use anyhow::{bail, Context};
 
 use super::stage::{self, Progress, Source};
 use crate::config::Config;
-use crate::slot::ctl::StagedOptions;
-use crate::slot::{Layout, Outcome, OutcomeKind, State};
+use doorbell_slotctl::ctl::StagedOptions;
+use doorbell_slotctl::{Layout, Outcome, OutcomeKind, State};
 
 /// How long to wait for the running agent to restart and slotctl to act on a request.
 const HANDOVER: Duration = Duration::from_secs(60);
@@ -24,7 +24,7 @@ fn last_id(state: &State) -> u64 {
 }
 
 fn agent_running(cfg: &Config) -> bool {
-    crate::client::request(cfg.probe.listen, "GET", "/ready", Duration::from_secs(2)).is_ok()
+    doorbell_base::client::request(cfg.probe.listen, "GET", "/ready", Duration::from_secs(2)).is_ok()
 }
 
 /// `update apply FILE|URL [--force] [--no-wait]`.
@@ -135,7 +135,7 @@ pub fn rollback(cfg: &Config) -> anyhow::Result<()> {
     let start = Instant::now();
     while start.elapsed() < HANDOVER {
         std::thread::sleep(Duration::from_millis(250));
-        let ours = |o: &crate::slot::Outcome| o.rollback_request_id.as_deref() == Some(id.as_str());
+        let ours = |o: &doorbell_slotctl::Outcome| o.rollback_request_id.as_deref() == Some(id.as_str());
         if let Some(o) = State::load(&layout.state_file()).ok().and_then(|s| s.outcomes.into_iter().find(ours)) {
             return report(&o);
         }
@@ -152,10 +152,10 @@ pub fn status(cfg: &Config, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     println!("{}", state.summary());
-    for slot in [crate::slot::Slot::A, crate::slot::Slot::B] {
+    for slot in [doorbell_slotctl::Slot::A, doorbell_slotctl::Slot::B] {
         let mark = if slot == state.committed { " (committed)" } else { "" };
         match state.slot(slot) {
-            Some(i) => println!("  slot {slot}{mark}: {} installed {}", i.version, crate::time::rfc3339(i.installed_ms)),
+            Some(i) => println!("  slot {slot}{mark}: {} installed {}", i.version, doorbell_base::time::rfc3339(i.installed_ms)),
             None => println!("  slot {slot}{mark}: empty"),
         }
     }
@@ -166,9 +166,9 @@ pub fn status(cfg: &Config, json: bool) -> anyhow::Result<()> {
         );
     }
     if let Some(o) = state.outcomes.last() {
-        println!("  last: {} {} at {}: {}", o.kind.as_str(), o.version, crate::time::rfc3339(o.ts_ms), o.reason);
+        println!("  last: {} {} at {}: {}", o.kind.as_str(), o.version, doorbell_base::time::rfc3339(o.ts_ms), o.reason);
     }
-    match crate::client::request(cfg.probe.listen, "GET", "/status", Duration::from_secs(2)) {
+    match doorbell_base::client::request(cfg.probe.listen, "GET", "/status", Duration::from_secs(2)) {
         Ok((200, body)) => {
             let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
             println!(
@@ -184,7 +184,7 @@ pub fn status(cfg: &Config, json: bool) -> anyhow::Result<()> {
 
 /// `update history [--limit N] [--json]`: from the running agent's store.
 pub fn history(cfg: &Config, limit: usize, json: bool) -> anyhow::Result<()> {
-    let (code, body) = crate::client::request(cfg.probe.listen, "GET", &format!("/updates?limit={limit}"), Duration::from_secs(3))
+    let (code, body) = doorbell_base::client::request(cfg.probe.listen, "GET", &format!("/updates?limit={limit}"), Duration::from_secs(3))
         .context("the history is kept in the agent's store: the agent must be running (`doorbell-slotctl status` shows the recent outcomes without it)")?;
     anyhow::ensure!(code == 200, "probe answered {code}: {body}");
     let list: Vec<serde_json::Value> = serde_json::from_str(&body).context("probe sent invalid JSON")?;

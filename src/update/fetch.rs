@@ -12,8 +12,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::artifact::Refusal;
-use crate::http::{self, HttpError, Scheme, Url};
+use doorbell_artifact::Refusal;
+use doorbell_base::http::{self, HttpError, Scheme, Url};
 
 /// Socket timeout for the connect and each read (a stalled server), within the deadline.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -113,7 +113,7 @@ impl Part<'_> {
                 headers.push(("If-Range", v.as_str()));
             }
         }
-        let response = match http::open(self.url, READ_TIMEOUT.min(self.deadline.saturating_duration_since(Instant::now())), tls)
+        let response = match crate::tls::open(self.url, READ_TIMEOUT.min(self.deadline.saturating_duration_since(Instant::now())), tls)
             .and_then(|stream| http::send(stream, "GET", self.url, &headers, Some(self.deadline)))
         {
             Ok(r) => r,
@@ -217,7 +217,7 @@ mod tests {
     /// `Range: bytes=N-` unless `ranges` is false. Returns the requests; [`ranges`] reads them.
     fn server(data: Vec<u8>, script: Vec<Option<usize>>, ranges: bool) -> (String, std::thread::JoinHandle<Vec<String>>) {
         let mut script = script.into_iter();
-        let (url, handle) = crate::http::tests::serve_with(script.len(), move |request| {
+        let (url, handle) = doorbell_base::http::testing::serve_with(script.len(), move |request| {
             let cut = script.next().flatten();
             let from = if ranges { range_of(request).map_or(0, |r| r.parse().unwrap()) } else { 0 };
             let rest = &data[from..];
@@ -283,7 +283,8 @@ mod tests {
 
     #[test]
     fn refusals_are_not_retried() {
-        let (url, _server) = crate::http::tests::serve_with(1, |_| b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec());
+        let (url, _server) =
+            doorbell_base::http::testing::serve_with(1, |_| b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec());
         let url = format!("http://{}:{}/missing.dbu", url.host, url.port);
         let dir = tempfile::tempdir().unwrap();
         let started = Instant::now();

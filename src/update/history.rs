@@ -5,8 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::slot::{Outcome, State};
 use crate::store::{decode, encode, Store, StoreError};
+use doorbell_slotctl::{Outcome, State};
 
 /// Entries kept; the oldest go first.
 pub const KEPT: usize = 200;
@@ -69,7 +69,7 @@ impl EntryV1 {
             "from_version": self.from_version,
             "slot": self.slot,
             "reason": self.reason,
-            "ts": crate::time::rfc3339(self.ts_ms),
+            "ts": doorbell_base::time::rfc3339(self.ts_ms),
             "trial_ms": self.trial_ms,
             "decided_by": self.decided_by,
             "request_id": self.request_id,
@@ -161,7 +161,7 @@ impl History {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::slot::{OutcomeKind, Slot};
+    use doorbell_slotctl::{OutcomeKind, Slot};
     use std::sync::Arc;
 
     #[test]

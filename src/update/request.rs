@@ -5,8 +5,8 @@ use std::io;
 use std::path::Path;
 
 use super::stage::hand_to_owner;
-use crate::slot::ctl::{Requests, RollbackRequest};
-use crate::slot::State;
+use doorbell_slotctl::ctl::{Requests, RollbackRequest};
+use doorbell_slotctl::State;
 
 /// Writes a rollback request for slotctl (of the running trial, or to the other slot when
 /// none runs); the agent restarts when it sees it, and pre-start acts on it.
@@ -19,6 +19,6 @@ pub fn request_rollback(data_dir: &Path, state: &State, reason: &str, request_id
     };
     std::fs::create_dir_all(&requests.dir)?;
     // Serializing plain data cannot fail.
-    crate::durable::write_file(&requests.rollback(), &serde_json::to_vec(&req).unwrap_or_default(), 0o640)?;
+    doorbell_base::durable::write_file(&requests.rollback(), &serde_json::to_vec(&req).unwrap_or_default(), 0o640)?;
     hand_to_owner(data_dir, &[&requests.dir, &requests.rollback()])
 }

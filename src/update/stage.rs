@@ -12,11 +12,11 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::artifact::{self, Manifest, PublicKey, Refusal};
 use super::fetch;
-use crate::durable;
-use crate::slot::ctl::{check_version, staged, Requests, StagedOptions};
-use crate::slot::{Layout, State};
+use doorbell_artifact::{self as artifact, Manifest, PublicKey, Refusal};
+use doorbell_base::durable;
+use doorbell_slotctl::ctl::{check_version, staged, Requests, StagedOptions};
+use doorbell_slotctl::{Layout, State};
 
 /// Where an artifact comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,8 +16,8 @@ const MAX_MODEL: u64 = 256 * 1024 * 1024;
 /// The bytes of the model file at `path` once they match `sha256`; `what` names it in errors.
 pub fn verified(what: &'static str, path: &Path, sha256: &str) -> Result<Vec<u8>, VisionError> {
     let bad = |reason: String| VisionError::Model { what, path: path.to_path_buf(), reason };
-    let bytes = crate::durable::read_limited(path, MAX_MODEL).map_err(|e| bad(format!("cannot read: {e}")))?;
-    let digest = crate::update::artifact::sha256_hex(&bytes);
+    let bytes = doorbell_base::durable::read_limited(path, MAX_MODEL).map_err(|e| bad(format!("cannot read: {e}")))?;
+    let digest = doorbell_artifact::sha256_hex(&bytes);
     if !digest.eq_ignore_ascii_case(sha256) {
         return Err(bad(format!("sha256 is {digest}, expected {sha256} (wrong or damaged file; run scripts/fetch-models.sh)")));
     }

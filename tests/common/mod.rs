@@ -7,12 +7,44 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub mod mqtt;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_doorbell-agent");
+
+/// The `doorbell-slotctl` binary of this build (see [`workspace_bin`]).
+pub fn slotctl_bin() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| workspace_bin("doorbell-slotctl", "doorbell-slotctl")).clone()
+}
+
+/// The operator's `doorbell-fleet` binary (see [`workspace_bin`]).
+pub fn fleet_bin() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| workspace_bin("doorbell-fleet", "doorbell-fleet")).clone()
+}
+
+/// Builds binary `bin` of the workspace's `package` with this test build's profile and
+/// features into the same target directory, and returns its path: cargo hands a test only
+/// its own package's binaries, and slotctl and the fleet tool are crates of their own.
+fn workspace_bin(package: &str, bin: &str) -> PathBuf {
+    let profile_dir = Path::new(BIN).parent().expect("target/PROFILE");
+    let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cargo
+        .args(["build", "--quiet", "--locked", "--package", package, "--bin", bin, "--target-dir"])
+        .arg(profile_dir.parent().expect("target dir"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    if profile_dir.ends_with("release") {
+        cargo.arg("--release");
+    }
+    if cfg!(feature = "fault-injection") && package == "doorbell-slotctl" {
+        cargo.args(["--features", "fault-injection"]);
+    }
+    assert!(cargo.status().expect("run cargo").success(), "cargo could not build {bin}");
+    profile_dir.join(bin)
+}
 
 /// A config for tests: simulated button with no debounce or rate limit, fast sampling, the
 /// fetched face models, and (unless `extra` has its own `[capture]`) a camera that only ever
@@ -174,11 +206,11 @@ impl Agent {
     }
 
     pub fn get(&self, path: &str) -> (u16, String) {
-        doorbell_agent::client::request(self.addr, "GET", path, Duration::from_secs(5)).expect("GET")
+        doorbell_base::client::request(self.addr, "GET", path, Duration::from_secs(5)).expect("GET")
     }
 
     pub fn post(&self, path: &str) -> (u16, String) {
-        doorbell_agent::client::request(self.addr, "POST", path, Duration::from_secs(5)).expect("POST")
+        doorbell_base::client::request(self.addr, "POST", path, Duration::from_secs(5)).expect("POST")
     }
 
     pub fn json(&self, path: &str) -> serde_json::Value {
@@ -290,12 +322,18 @@ pub fn jpegs(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// Runs `doorbell-agent fleet --broker ... ARGS`; (exit code, stdout, stderr).
+/// Runs `doorbell-fleet --broker ... ARGS`; (exit code, stdout, stderr).
 pub fn fleet(port: u16, args: &[&str]) -> (i32, String, String) {
     let url = format!("mqtt://127.0.0.1:{port}");
-    let mut all = vec!["fleet", "--broker", &url];
+    let mut all = vec!["--broker", &url];
     all.extend_from_slice(args);
-    run(&all)
+    run_fleet(&all)
+}
+
+/// Runs `doorbell-fleet ARGS` to completion; (exit code, stdout, stderr).
+pub fn run_fleet(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(fleet_bin()).args(args).output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 /// `binary` compressed with the `zstd` tool (as `scripts/sign-release.sh` does), for artifacts.
@@ -317,11 +355,11 @@ pub fn zstd(binary: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A fleet signing key made by `doorbell-agent fleet keygen` in `dir`: its file and the
+/// A fleet signing key made by `doorbell-fleet keygen` in `dir`: its file and the
 /// public key (base64) for `mqtt.command_key`.
 pub fn fleet_keygen(dir: &Path) -> (PathBuf, String) {
     let key_file = dir.join("fleet.key");
-    let (code, out, err) = run(&["fleet", "keygen", key_file.to_str().unwrap()]);
+    let (code, out, err) = run_fleet(&["keygen", key_file.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     let public = out.lines().find_map(|l| l.strip_prefix("command_key = ")).unwrap().trim_matches('"').to_string();
     (key_file, public)

@@ -264,8 +264,8 @@ class Run:
     figures: dict = field(default_factory=dict)
 
     def fleet(self, *args: str, timeout: float = 120) -> tuple[int, str, str]:
-        """The operator's `doorbell-agent fleet --broker ... ARGS` on this machine."""
-        p = subprocess.run([str(self.host_cli), "fleet", "--broker", f"mqtt://127.0.0.1:{BROKER_PORT}", *args],
+        """The operator's `doorbell-fleet --broker ... ARGS` on this machine."""
+        p = subprocess.run([str(self.host_cli), "--broker", f"mqtt://127.0.0.1:{BROKER_PORT}", *args],
                            capture_output=True, text=True, timeout=timeout)
         return p.returncode, p.stdout, p.stderr
 
@@ -490,7 +490,7 @@ def run(a: argparse.Namespace) -> int:
                         guestfwds={BROKER_PORT: BROKER_PORT, HTTP_PORT: HTTP_PORT})
     virt = board_mod.Board(work / "virt", Path(state["kernel"]), None, Path(state["initrd"]), Path(state["virt_image"]),
                            forwards={"probe": PROBE_PORT}, guestfwds={BROKER_PORT: BROKER_PORT}, machine="virt")
-    r = Run(repo=repo, work=work, board=b, broker=broker, server=server, virt=virt, arts=arts, host_cli=repo / "target/release/doorbell-agent")
+    r = Run(repo=repo, work=work, board=b, broker=broker, server=server, virt=virt, arts=arts, host_cli=repo / "target/release/doorbell-fleet")
     results = []
     t0 = time.monotonic()
     try:

@@ -11,7 +11,7 @@ Host side (Python 3.11 stdlib only, plus the repository's own tools):
 - `serve(dir, port)`: the artifact server (stdlib http.server on 127.0.0.1, `.dbu` files only,
   with a Content-Length as the device's downloader requires), `.url_for(name)` as the device
   sees it through QEMU's guestfwd (http://10.0.2.100:PORT/NAME).
-- `send_update(fleet, device, url, wait_s)`: the operator's `doorbell-agent fleet send DEVICE
+- `send_update(fleet, device, url, wait_s)`: the operator's `doorbell-fleet send DEVICE
   update --arg url=URL --wait --timeout Ns --json`, its answers parsed (accepted, executing
   with progress, then successful or failed with the reason).
 - `device_update_state(sh)` and `agree(state)`: on the device, `doorbell-agent update status
@@ -174,7 +174,7 @@ def _run(cmd: list, what: str, **kw) -> subprocess.CompletedProcess:
 
 def release_tool(repo: Path) -> Path:
     """The build host's `doorbell-release`. scripts/test-device.sh builds it beside the
-    operator's agent (`cargo build --release --bin doorbell-agent --bin doorbell-release`);
+    operator's tools (`cargo build --release --bin doorbell-agent --bin doorbell-fleet --bin doorbell-release`);
     when it is missing it is built the same way (the release agent's dependencies are reused,
     only the small binary is compiled and linked). DOORBELL_RELEASE_TOOL overrides."""
     if os.environ.get("DOORBELL_RELEASE_TOOL"):
@@ -217,7 +217,7 @@ def inspect_artifact(tool: Path, path: Path, public_key: str) -> dict:
     inspect verifies with the device-side `verify_manifest`, which after the signature also
     requires the manifest's target to be the tool's own (x86_64 here): for an aarch64 artifact
     it ends with "built for aarch64-…, this device runs x86_64-…". That check comes after the
-    key and the signature have passed (src/update/artifact.rs), so exactly that refusal, for
+    key and the signature have passed (crates/artifact/src/lib.rs), so exactly that refusal, for
     the target the manifest names, still means "signature good"."""
     cmd = [str(tool), "inspect", str(path), "--public-key", public_key]
     p = subprocess.run(cmd, capture_output=True, text=True)
@@ -402,7 +402,7 @@ class Sent(NamedTuple):
         return next((a.raw.get("id") for a in self.answers if a.raw.get("id")), None)
 
     def describe(self) -> str:
-        lines = [f"$ doorbell-agent fleet --broker ... {' '.join(self.args)}  (exit {self.rc})"]
+        lines = [f"$ doorbell-fleet --broker ... {' '.join(self.args)}  (exit {self.rc})"]
         for a in self.answers:
             detail = f" {a.progress:.2f}" if a.progress is not None else ""
             if a.reason:
@@ -436,7 +436,7 @@ def parse_answers(out: str) -> list[Answer]:
 
 def send_update(fleet: Callable, device_id: str, url: str, wait_s: float) -> Sent:
     """The operator's command: `fleet send DEVICE update --arg url=URL --wait --timeout Ns
-    --json` (`fleet(*args, timeout=...)` runs `doorbell-agent fleet ARGS`). The signed manifest
+    --json` (`fleet(*args, timeout=...)` runs `doorbell-fleet ARGS`). The signed manifest
     is inside the artifact, so the command carries only its URL. Exit 0 only when the final
     answer is `successful`."""
     args = ["send", device_id, "update", "--arg", f"url={url}", "--wait", "--timeout", f"{int(wait_s)}s", "--json"]

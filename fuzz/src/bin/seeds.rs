@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use doorbell_agent::config::Severity;
 use doorbell_agent::store::{self, AlertState, AlertV1, OutboxV1, Record, RingResult, RingV1, StageMs};
-use doorbell_agent::update::artifact::{self, SecretKey, TARGET};
+use doorbell_artifact::{self as artifact, SecretKey, TARGET};
 use doorbell_agent::update::history::{EntryV1, UpdateRecord};
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) {

@@ -19,8 +19,8 @@ fn envelope(payload: &[u8]) -> Vec<u8> {
 
 fn decode_all(bytes: &[u8]) {
     match store::decode::<Record>(bytes) {
-        Ok(Record::RingV1(ring)) => drop(doorbell_agent::pipeline::to_json(&ring)),
-        Ok(Record::AlertV1(alert)) => drop(doorbell_agent::alerts::to_json(&alert)),
+        Ok(Record::RingV1(ring)) => drop(ring.to_json()),
+        Ok(Record::AlertV1(alert)) => drop(alert.to_json()),
         Ok(_) => {}
         Err(e) => drop(e.to_string()),
     }

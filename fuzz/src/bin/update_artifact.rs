@@ -10,7 +10,7 @@
 //!
 //! Input: a whole artifact; one without the magic is taken as a bare manifest.
 
-use doorbell_agent::update::artifact::{self, SecretKey, MAGIC, MAX_MANIFEST};
+use doorbell_artifact::{self as artifact, SecretKey, MAGIC, MAX_MANIFEST};
 
 fn main() {
     let key = SecretKey::from_seed([7; 32]);

@@ -2,15 +2,14 @@
 //! a response head read within [`MAX_HEAD`] bytes before anything can grow, and a body
 //! reader for `Content-Length`, chunked and close-delimited bodies that stops at a deadline.
 //! Used by the CLI towards the probe, by slotctl's health check, by the camera snapshot
-//! source and by the update download. TLS is a separate step ([`tls`]) so that what only
-//! speaks plain HTTP on loopback (slotctl) does not link rustls.
+//! source and by the update download. TLS is the agent's step on top (`doorbell_agent::tls`):
+//! this crate links no rustls, and so neither does slotctl.
 // Reads bytes from outside the process: no index or slice that can panic.
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Largest response head (status line and headers) accepted.
@@ -188,30 +187,12 @@ pub fn connect(url: &Url, timeout: Duration) -> Result<TcpStream, HttpError> {
     Err(HttpError::Connect { addr: url.authority(), source })
 }
 
-/// Wraps `tcp` in TLS for `url`'s host and completes the handshake, so that a certificate
-/// problem is reported as [`HttpError::Tls`], apart from a broken connection.
-pub fn tls(mut tcp: TcpStream, url: &Url, config: Arc<rustls::ClientConfig>) -> Result<Box<dyn Stream>, HttpError> {
-    let tls_err = |reason: String| HttpError::Tls { host: url.host.clone(), reason };
-    let name = rustls::pki_types::ServerName::try_from(url.host.clone()).map_err(|e| tls_err(e.to_string()))?;
-    let mut conn = rustls::ClientConnection::new(config, name).map_err(|e| tls_err(e.to_string()))?;
-    while conn.is_handshaking() {
-        if let Err(e) = conn.complete_io(&mut tcp) {
-            return Err(match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
-                Some(rustls_error) => tls_err(rustls_error.to_string()),
-                None => HttpError::Io { what: "TLS handshake", source: e },
-            });
-        }
-    }
-    Ok(Box::new(rustls::StreamOwned::new(conn, tcp)))
-}
-
-/// Opens `url`: plain TCP for `http://`, TLS with `tls` for `https://` (an error without it).
-pub fn open(url: &Url, timeout: Duration, tls_config: Option<Arc<rustls::ClientConfig>>) -> Result<Box<dyn Stream>, HttpError> {
-    let tcp = connect(url, timeout)?;
-    match (url.scheme, tls_config) {
-        (Scheme::Http, _) => Ok(Box::new(tcp)),
-        (Scheme::Https, Some(config)) => tls(tcp, url, config),
-        (Scheme::Https, None) => Err(HttpError::Protocol(format!("{url}: https is not supported here; use http://"))),
+/// Opens `url` over plain TCP. `https://` is refused here: TLS is the agent's step on top
+/// (`doorbell_agent::tls::open`), so that this crate and slotctl link no rustls.
+pub fn open_plain(url: &Url, timeout: Duration) -> Result<Box<dyn Stream>, HttpError> {
+    match url.scheme {
+        Scheme::Http => Ok(Box::new(connect(url, timeout)?)),
+        Scheme::Https => Err(HttpError::Protocol(format!("{url}: https is not supported here; use http://"))),
     }
 }
 
@@ -229,7 +210,7 @@ pub fn send(
         "{method} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: doorbell-agent/{}\r\nConnection: close\r\n",
         url.path,
         url.authority(),
-        crate::VERSION
+        env!("CARGO_PKG_VERSION")
     );
     if method != "GET" && method != "HEAD" {
         head.push_str("Content-Length: 0\r\n");
@@ -500,14 +481,51 @@ impl Body {
 /// `timeout` bounds the connect, each read and the whole answer.
 pub fn plain_request(method: &str, url: &Url, timeout: Duration, max: u64) -> Result<(u16, Vec<u8>), HttpError> {
     let deadline = Instant::now() + timeout;
-    let stream = open(url, timeout, None)?;
+    let stream = open_plain(url, timeout)?;
     let response = send(stream, method, url, &[], Some(deadline))?;
     let status = response.head.status;
     Ok((status, response.read_body(max)?))
 }
 
+/// A scripted HTTP server on loopback for tests of this client and of what uses it (the
+/// feature `testing`, for dev-dependencies only).
+#[cfg(any(test, feature = "testing"))]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+pub mod testing {
+    use super::Url;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    /// Serves `connections` connections on loopback, each answered with `answer(request)`
+    /// (its head as text); returns the requests it read. Also the agent's download tests' server.
+    pub fn serve_with(
+        connections: usize,
+        mut answer: impl FnMut(&str) -> Vec<u8> + Send + 'static,
+    ) -> (Url, std::thread::JoinHandle<Vec<String>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = Url::local(listener.local_addr().unwrap(), "/f");
+        let server = std::thread::spawn(move || {
+            let mut requests = Vec::new();
+            for _ in 0..connections {
+                let (mut conn, _) = listener.accept().unwrap();
+                let mut request = Vec::new();
+                let mut byte = [0u8; 1];
+                while !request.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap() == 1 {
+                    request.push(byte[0]);
+                }
+                let request = String::from_utf8(request).unwrap();
+                let _ = conn.write_all(&answer(&request));
+                requests.push(request);
+            }
+            requests
+        });
+        (url, server)
+    }
+}
+
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
+    use super::testing::serve_with;
     use super::*;
     use std::net::TcpListener;
 
@@ -536,32 +554,6 @@ pub(crate) mod tests {
             let err = Url::parse(bad).unwrap_err();
             assert!(err.contains(why), "{bad}: {err}");
         }
-    }
-
-    /// Serves `connections` connections on loopback, each answered with `answer(request)`
-    /// (its head as text); returns the requests it read. Also the download tests' server.
-    pub(crate) fn serve_with(
-        connections: usize,
-        mut answer: impl FnMut(&str) -> Vec<u8> + Send + 'static,
-    ) -> (Url, std::thread::JoinHandle<Vec<String>>) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = Url::local(listener.local_addr().unwrap(), "/f");
-        let server = std::thread::spawn(move || {
-            let mut requests = Vec::new();
-            for _ in 0..connections {
-                let (mut conn, _) = listener.accept().unwrap();
-                let mut request = Vec::new();
-                let mut byte = [0u8; 1];
-                while !request.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap() == 1 {
-                    request.push(byte[0]);
-                }
-                let request = String::from_utf8(request).unwrap();
-                let _ = conn.write_all(&answer(&request));
-                requests.push(request);
-            }
-            requests
-        });
-        (url, server)
     }
 
     /// Serves each of `answers` to one connection in turn; returns the requests it read.

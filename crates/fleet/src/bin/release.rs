@@ -13,10 +13,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use doorbell_agent::update::artifact::{self, PublicKey, SecretKey};
+use doorbell_artifact::{self as artifact, PublicKey, SecretKey};
 
 fn main() -> ExitCode {
-    doorbell_agent::shutdown::die_on_broken_pipe();
+    doorbell_base::die_on_broken_pipe();
     match run(std::env::args().skip(1).collect()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

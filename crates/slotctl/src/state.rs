@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::Slot;
-use crate::update::artifact::sha256_hex;
+use doorbell_artifact::sha256_hex;
 
 /// Outcomes kept in the state file (the agent keeps the long history in its store).
 pub const OUTCOMES_KEPT: usize = 16;
@@ -253,7 +253,7 @@ impl State {
 
     /// Reads the state file.
     pub fn load(path: &Path) -> Result<State, LoadError> {
-        match crate::durable::read_bounded(path, 1 << 20) {
+        match doorbell_base::durable::read_bounded(path, 1 << 20) {
             Ok(bytes) => State::from_bytes(&bytes),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(LoadError::Missing),
             Err(e) => Err(LoadError::Unreadable(e.to_string())),
@@ -263,7 +263,7 @@ impl State {
     /// Writes the state file durably (temp + fsync + rename + directory fsync).
     pub fn save(&mut self, path: &Path) -> std::io::Result<()> {
         self.seq += 1;
-        crate::durable::write_file(path, &self.to_bytes(), 0o644)
+        doorbell_base::durable::write_file(path, &self.to_bytes(), 0o644)
     }
 
     /// The `STATUS=`-style one-liner of the update state.

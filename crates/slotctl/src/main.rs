@@ -18,24 +18,24 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use doorbell_agent::config::DEFAULT_PATH;
-use doorbell_agent::logging;
-use doorbell_agent::slot::ctl::Ctl;
-use doorbell_agent::slot::settings::Settings;
-use doorbell_agent::slot::{Layout, State};
+use doorbell_base::device::CONFIG_PATH;
+use doorbell_base::logging;
+use doorbell_slotctl::ctl::Ctl;
+use doorbell_slotctl::settings::Settings;
+use doorbell_slotctl::{Layout, Slot, State};
 
 const USAGE: &str = "usage: doorbell-slotctl [--config PATH] [--root DIR] [--state-dir DIR] [--no-systemctl] \
                      pre-start | post-stop | rollback [--on-failure [--retry-after SECS]] [--reason TEXT] | mark-good | check-deadline | status [--json] | verify";
 
 fn main() -> ExitCode {
-    doorbell_agent::shutdown::die_on_broken_pipe();
+    doorbell_base::die_on_broken_pipe();
     logging::init();
     // systemd runs ExecStartPre=+ with the agent unit's UMask=0027; the slots, the links and
     // the state must stay readable (and the binaries executable) by the agent's user.
     // SAFETY: umask only sets this process's file creation mask.
     unsafe { libc::umask(0o022) };
     let mut args = std::env::args().skip(1);
-    let (mut config, mut layout, mut systemctl) = (PathBuf::from(DEFAULT_PATH), Layout::default(), true);
+    let (mut config, mut layout, mut systemctl) = (PathBuf::from(CONFIG_PATH), Layout::default(), true);
     let (mut command, mut on_failure, mut json, mut reason) = (None, false, false, None);
     let mut retry_after = std::time::Duration::from_secs(30);
     while let Some(a) = args.next() {
@@ -65,7 +65,7 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             "--version" => {
-                println!("doorbell-slotctl {}", doorbell_agent::VERSION);
+                println!("doorbell-slotctl {}", env!("CARGO_PKG_VERSION"));
                 return ExitCode::SUCCESS;
             }
             c if !c.starts_with('-') && command.is_none() => {
@@ -168,7 +168,7 @@ fn print_state(state: &State, json: bool) {
         return;
     }
     println!("{}", state.summary());
-    for slot in [doorbell_agent::slot::Slot::A, doorbell_agent::slot::Slot::B] {
+    for slot in [Slot::A, Slot::B] {
         match state.slot(slot) {
             Some(i) => println!("  slot {slot}: {} ({} bytes, sha256 {})", i.version, i.size, &i.sha256[..16.min(i.sha256.len())]),
             None => println!("  slot {slot}: empty"),

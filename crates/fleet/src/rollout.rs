@@ -1,4 +1,4 @@
-//! `fleet rollout`: updates devices in waves with one artifact, through the devices' own
+//! `rollout`: updates devices in waves with one artifact, through the devices' own
 //! `update` command (so every device verifies, stages, trials and commits or rolls back on
 //! its own), and stops starting new waves once the failures exceed the budget.
 //!
@@ -18,10 +18,10 @@ use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::operator::{self, Broker};
-use crate::update::artifact::{self, Manifest};
+use crate::broker::{self, Broker};
+use doorbell_artifact::{self as artifact, Manifest};
 
-/// `fleet rollout` options.
+/// `rollout` options.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Options {
     /// The signed update artifact (`doorbell-release sign` output).
@@ -138,7 +138,7 @@ fn serve(addr: SocketAddr, file: &Path) -> anyhow::Result<(std::sync::Arc<tiny_h
 /// Runs a rollout; exit code 1 when it halted on the failure budget.
 pub async fn run(broker: &Broker, o: Options) -> anyhow::Result<u8> {
     let manifest = read_manifest(&o.artifact)?;
-    let key = o.sign_key.as_deref().map(operator::signing_key).transpose()?;
+    let key = o.sign_key.as_deref().map(broker::signing_key).transpose()?;
     let (_server, url) = match (o.serve, &o.url) {
         (Some(addr), url) => {
             anyhow::ensure!(
@@ -151,7 +151,7 @@ pub async fn run(broker: &Broker, o: Options) -> anyhow::Result<u8> {
         (None, Some(url)) => (None, url.clone()),
         (None, None) => bail!("give --serve ADDR or --url URL"),
     };
-    let roster = operator::roster(broker).await?;
+    let roster = broker::roster(broker).await?;
     let mut rows: BTreeMap<String, Row> = BTreeMap::new();
     let wanted: Vec<String> = if o.devices == "all" {
         roster.iter().filter(|(_, (s, _))| s["online"] == true).map(|(d, _)| d.clone()).collect()
@@ -186,9 +186,9 @@ pub async fn run(broker: &Broker, o: Options) -> anyhow::Result<u8> {
         o.max_failures
     );
 
-    let (client, mut events) = operator::connect(broker)?;
+    let (client, mut events) = broker::connect(broker)?;
     let p = &broker.prefix;
-    operator::subscribe(&client, &mut events, broker, &[format!("{p}/+/cmd/res")]).await?;
+    broker::subscribe(&client, &mut events, broker, &[format!("{p}/+/cmd/res")]).await?;
     // The event loop runs on its own so that publishing many commands never waits on it.
     let (tx, mut responses) = mpsc::unbounded_channel::<Publish>();
     let poller = tokio::spawn(async move {
@@ -221,7 +221,7 @@ pub async fn run(broker: &Broker, o: Options) -> anyhow::Result<u8> {
         }
         for device in wave {
             let id = uuid::Uuid::new_v4().simple().to_string();
-            let payload = operator::command_payload(&id, device, "update", &args, key.as_ref());
+            let payload = broker::command_payload(&id, device, "update", &args, key.as_ref());
             client.publish(format!("{p}/{device}/cmd/update"), QoS::AtLeastOnce, false, payload.to_string()).await?;
             ids.insert(id, device.clone());
             if let Some(row) = rows.get_mut(device) {

@@ -77,7 +77,6 @@ pub fn read_text(path: &Path, max: u64) -> io::Result<String> {
 }
 
 fn read_regular(file: std::fs::File, max: u64) -> io::Result<Vec<u8>> {
-    use std::io::Read;
     let meta = file.metadata()?;
     if !meta.is_file() {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
@@ -85,8 +84,19 @@ fn read_regular(file: std::fs::File, max: u64) -> io::Result<Vec<u8>> {
     if meta.len() > max {
         return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{} bytes, more than the {max} allowed", meta.len())));
     }
-    let mut out = Vec::with_capacity(meta.len() as usize);
-    file.take(max + 1).read_to_end(&mut out)?;
+    // The file may have grown since its size was looked at.
+    read_to_end_limited(file, max)
+}
+
+/// Reads `r` (a pipe, a file) to its end, refusing more than `max` bytes: never a large
+/// allocation, whatever the other side sends.
+pub fn read_to_end_limited(r: impl io::Read, max: u64) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    r.take(max + 1).read_to_end(&mut out)?;
+    if out.len() as u64 > max {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("more than the {max} bytes allowed")));
+    }
     Ok(out)
 }
 

@@ -23,8 +23,8 @@ use serde::{Deserialize, Serialize};
 use super::settings::Settings;
 use super::state::{LoadError, Outcome, OutcomeKind, SlotInfo, State, Trial};
 use super::{Layout, Slot};
-use crate::durable;
-use crate::update::artifact::{self, compare_versions, Refusal};
+use doorbell_artifact::{self as artifact, compare_versions, Refusal};
+use doorbell_base::durable;
 
 /// The unit whose binary the slots hold.
 pub const AGENT_UNIT: &str = "doorbell-agent.service";
@@ -191,7 +191,7 @@ impl Ctl {
                 from_version: version,
                 slot: committed,
                 reason: format!("{reason}; fell back to the last committed slot {committed}"),
-                ts_ms: crate::time::now_ms(),
+                ts_ms: doorbell_base::time::now_ms(),
                 trial_ms: None,
                 request_id: None,
                 rollback_request_id: None,
@@ -215,7 +215,12 @@ impl Ctl {
             .and_then(|o| String::from_utf8(o.stdout).ok())
             .and_then(|s| s.split_whitespace().nth(1).map(String::from))
             .unwrap_or_else(|| "unknown".into());
-        Some(SlotInfo { version, sha256: artifact::sha256_hex(&bytes), size: bytes.len() as u64, installed_ms: crate::time::now_ms() })
+        Some(SlotInfo {
+            version,
+            sha256: artifact::sha256_hex(&bytes),
+            size: bytes.len() as u64,
+            installed_ms: doorbell_base::time::now_ms(),
+        })
     }
 
     /// Whether a slot's binary matches what the state recorded for it.
@@ -255,7 +260,7 @@ impl Ctl {
         trial: Option<&Trial>,
         request_id: Option<String>,
     ) {
-        let now = crate::time::now_ms();
+        let now = doorbell_base::time::now_ms();
         let id = state.take_id();
         let slot = state.expected();
         let trial_ms = trial.map(|t| now.saturating_sub(t.armed_ms));
@@ -515,7 +520,7 @@ impl Ctl {
             return Err(io::Error::new(io::ErrorKind::InvalidData, format!("slot {slot}: written binary does not read back intact")));
         }
         // 4. Slot contents and the trial, in one state write.
-        let now = crate::time::now_ms();
+        let now = doorbell_base::time::now_ms();
         state.set_slot(
             slot,
             Some(SlotInfo { version: manifest.version.clone(), sha256: manifest.sha256.clone(), size: manifest.size, installed_ms: now }),
@@ -673,11 +678,11 @@ impl Ctl {
     fn probe_health(&self, state: &State) -> Result<(), String> {
         let Some(trial) = &state.trial else { return Err("no trial".into()) };
         let timeout = Duration::from_secs(3);
-        let (code, body) = crate::client::request(self.settings.probe, "GET", "/health", timeout).map_err(|e| e.to_string())?;
+        let (code, body) = doorbell_base::client::request(self.settings.probe, "GET", "/health", timeout).map_err(|e| e.to_string())?;
         if code != 200 {
             return Err(format!("/health answered {code}: {body}"));
         }
-        let (_, status) = crate::client::request(self.settings.probe, "GET", "/status", timeout).map_err(|e| e.to_string())?;
+        let (_, status) = doorbell_base::client::request(self.settings.probe, "GET", "/status", timeout).map_err(|e| e.to_string())?;
         let slot = serde_json::from_str::<serde_json::Value>(&status).ok().and_then(|v| v["slot"].as_str().map(String::from));
         if slot.as_deref() != Some(trial.slot.as_str()) {
             return Err(format!("the agent answering runs from slot {slot:?}, the trial is in slot {}", trial.slot));
@@ -851,7 +856,14 @@ mod tests {
     fn a_named_rollback_request_is_recorded_once_even_if_its_file_survives_a_crash() {
         let (_dir, ctl, state) = setup(Slot::A);
         let requests = ctl.requests();
-        crate::update::request::request_rollback(&ctl.settings.data_dir, &state, "fleet rollback", Some("r1")).unwrap();
+        // As the agent's `update::request` writes it.
+        let req = RollbackRequest {
+            reason: "fleet rollback".into(),
+            trial_id: state.trial.as_ref().map(|t| t.id),
+            request_id: Some("r1".into()),
+        };
+        fs::create_dir_all(&requests.dir).unwrap();
+        fs::write(requests.rollback(), serde_json::to_vec(&req).unwrap()).unwrap();
         let kept = fs::read(requests.rollback()).unwrap();
         let state = ctl.pre_start().unwrap();
         let o = state.outcomes.last().unwrap();

@@ -1,6 +1,8 @@
-//! A/B slots: the on-disk layout, the slot state file, and the privileged operations of
-//! `doorbell-slotctl` (the only writer of both). The agent links this module too, but only
-//! reads: which slot it runs from and what the state file says.
+//! doorbell-slotctl: A/B slots. The on-disk layout, the slot state file (`state`), what
+//! slotctl reads of the agent's configuration (`settings`, with the `[update]` section it
+//! owns), the request files and the privileged operations (`ctl`; the binary is
+//! `src/main.rs`, the only writer of the slots and the state). The agent links this library
+//! too, but only reads the layout and the state, and writes requests.
 //!
 //! ```text
 //! /opt/doorbell-agent/slots/a/doorbell-agent     slot A
@@ -87,7 +89,7 @@ impl Default for Layout {
 
 impl Layout {
     /// The layout the agent's configuration names (`update.install_root`, `update.slot_state_dir`).
-    pub fn from_config(update: &crate::config::UpdateConfig) -> Layout {
+    pub fn from_config(update: &settings::UpdateConfig) -> Layout {
         Layout { root: update.install_root.clone(), state_dir: update.slot_state_dir.clone() }
     }
 
