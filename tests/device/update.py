@@ -142,8 +142,11 @@ class Artifacts:
 
 
 def cargo_version(repo: Path) -> str:
+    """The agent's version: its package's, which it inherits from the workspace."""
     with open(repo / "Cargo.toml", "rb") as f:
-        return tomllib.load(f)["package"]["version"]
+        manifest = tomllib.load(f)
+    version = manifest["package"]["version"]
+    return manifest["workspace"]["package"]["version"] if version == {"workspace": True} else version
 
 
 def bump_patch(version: str, by: int) -> str:
