@@ -10,9 +10,11 @@
 # 11.5 min (tract-core alone: 224 s even at opt-level 1) to 3-4.5 min.
 set -euo pipefail
 
-# The parsers and everything they run: the agent, the probe's HTTP server, serde_json,
+# The parsers and everything they run: the agent and the crates of its workspace (the
+# artifact, the HTTP client, the [update] settings), the probe's HTTP server, serde_json,
 # toml, postcard, zune-jpeg and the small crates in their paths.
-instrumented=" doorbell-agent-fuzz doorbell-agent afl tiny_http ascii chunked_transfer httpdate
+instrumented=" doorbell-agent-fuzz doorbell-agent doorbell-artifact doorbell-base doorbell-slotctl
+    afl tiny_http ascii chunked_transfer httpdate
     serde serde_core serde_json serde_spanned toml toml_datetime toml_edit
     toml_write winnow postcard cobs zune-jpeg zune-core base64 humantime crc32fast indexmap
     hashbrown memchr itoa zmij "

@@ -35,7 +35,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 version=0.18.2
-all_targets=(config_toml fleet_command control_line store_record update_artifact probe_http worker_frame jpeg_frame)
+all_targets=(config_toml fleet_command control_line store_record update_artifact probe_http http_response worker_frame jpeg_frame)
 seconds=
 execs_goal=
 cache_build=0
@@ -114,7 +114,7 @@ dicts_of() {
     case "$1" in
         config_toml) echo "$dicts/toml.dict fuzz/dict/config_toml.dict" ;;
         fleet_command | control_line) echo "$dicts/json.dict fuzz/dict/commands.dict" ;;
-        probe_http) echo "$dicts/http.dict" ;;
+        probe_http | http_response) echo "$dicts/http.dict" ;;
         jpeg_frame) echo "$dicts/jpeg.dict" ;;
     esac
 }

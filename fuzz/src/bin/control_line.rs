@@ -5,7 +5,7 @@
 //!
 //! Input: the bytes a client sends on one connection (any number of lines).
 
-use doorbell_agent::cmd::{Command, Request, Response};
+use doorbell_agent::cmd::{Request, Response};
 
 fn main() {
     afl::fuzz!(|data: &[u8]| {
@@ -13,19 +13,7 @@ fn main() {
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            match Request::parse_local(line) {
-                Ok(request) => match Command::parse(&request) {
-                    Ok(command) => {
-                        let _ = (command.needs_signature(), command.finishes_after_restart());
-                    }
-                    Err(reason) => {
-                        let _ = Response::failed(&request.id, &request.name, reason).to_json();
-                    }
-                },
-                Err(reason) => {
-                    let _ = Response::rejected_local(line, reason).to_json();
-                }
-            }
+            doorbell_agent_fuzz::admit(Request::parse_local(line), |reason| Response::rejected_local(line, reason));
         }
     });
 }

@@ -5,7 +5,7 @@
 //!
 //! Input: the topic, a newline, the payload.
 
-use doorbell_agent::cmd::{Command, Request, Response};
+use doorbell_agent::cmd::{Request, Response};
 use doorbell_agent::fleet::Topics;
 
 /// `mqtt.max_command_bytes`' default.
@@ -19,18 +19,7 @@ fn main() {
         // rumqttc hands the topic over as a String: UTF-8 only.
         let Ok(topic) = std::str::from_utf8(topic) else { return };
         let Some(topic) = topics.parse_command(topic) else { return };
-        match Request::parse(&topic.name, topic.broadcast, payload, MAX_BYTES) {
-            Ok(request) => match Command::parse(&request) {
-                Ok(command) => {
-                    let _ = (command.needs_signature(), command.finishes_after_restart());
-                }
-                Err(reason) => {
-                    let _ = Response::failed(&request.id, &request.name, reason).to_json();
-                }
-            },
-            Err(reason) => {
-                let _ = Response::rejected(&topic.name, payload, reason).to_json();
-            }
-        }
+        let parsed = Request::parse(&topic.name, topic.broadcast, payload, MAX_BYTES);
+        doorbell_agent_fuzz::admit(parsed, |reason| Response::rejected(&topic.name, payload, reason));
     });
 }

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use doorbell_agent::config::Severity;
 use doorbell_agent::store::{self, AlertState, AlertV1, OutboxV1, Record, RingResult, RingV1, StageMs};
-use doorbell_artifact::{self as artifact, SecretKey, TARGET};
 use doorbell_agent::update::history::{EntryV1, UpdateRecord};
+use doorbell_artifact::{self as artifact, SecretKey, TARGET};
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) {
     std::fs::create_dir_all(dir).expect("corpus directory");
