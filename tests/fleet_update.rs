@@ -304,20 +304,8 @@ fn https_server(dir: &Path, data: Vec<u8>, script: Vec<Option<usize>>) -> (u16, 
             }
             let from = range.parse::<usize>().unwrap_or(0);
             log.lock().unwrap().push(range);
-            let rest = &data[from..];
-            let head = if from > 0 {
-                format!(
-                    "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {from}-{}/{}\r\nContent-Length: {}\r\n\r\n",
-                    data.len() - 1,
-                    data.len(),
-                    rest.len()
-                )
-            } else {
-                format!("HTTP/1.1 200 OK\r\nETag: \"a1\"\r\nContent-Length: {}\r\n\r\n", data.len())
-            };
             let stream = tls.get_mut();
-            stream.write_all(head.as_bytes()).unwrap();
-            stream.write_all(&rest[..cut.unwrap_or(rest.len())]).unwrap();
+            stream.write_all(&doorbell_base::http::testing::ranged_answer(&data, from, cut)).unwrap();
             stream.flush().unwrap();
             match cut {
                 // A pulled cable: the TCP connection goes, no TLS close_notify.

@@ -220,18 +220,7 @@ mod tests {
         let (url, handle) = doorbell_base::http::testing::serve_with(script.len(), move |request| {
             let cut = script.next().flatten();
             let from = if ranges { range_of(request).map_or(0, |r| r.parse().unwrap()) } else { 0 };
-            let rest = &data[from..];
-            let head = if from > 0 {
-                format!(
-                    "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {from}-{}/{}\r\nContent-Length: {}\r\n\r\n",
-                    data.len() - 1,
-                    data.len(),
-                    rest.len()
-                )
-            } else {
-                format!("HTTP/1.1 200 OK\r\nETag: \"v1\"\r\nContent-Length: {}\r\n\r\n", data.len())
-            };
-            [head.as_bytes(), &rest[..cut.unwrap_or(rest.len()).min(rest.len())]].concat()
+            doorbell_base::http::testing::ranged_answer(&data, from, cut)
         });
         (format!("http://{}:{}/a.dbu", url.host, url.port), handle)
     }

@@ -521,6 +521,24 @@ pub mod testing {
         });
         (url, server)
     }
+
+    /// What a server of `data` answers a request from byte `from` (`Range: bytes=from-`): a
+    /// 206 with its `Content-Range` past byte 0, else a 200 with a strong ETag; the body cut
+    /// off after `cut` bytes when given (a connection that breaks).
+    pub fn ranged_answer(data: &[u8], from: usize, cut: Option<usize>) -> Vec<u8> {
+        let rest = &data[from..];
+        let head = if from > 0 {
+            format!(
+                "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {from}-{}/{}\r\nContent-Length: {}\r\n\r\n",
+                data.len() - 1,
+                data.len(),
+                rest.len()
+            )
+        } else {
+            format!("HTTP/1.1 200 OK\r\nETag: \"v1\"\r\nContent-Length: {}\r\n\r\n", data.len())
+        };
+        [head.as_bytes(), &rest[..cut.unwrap_or(rest.len()).min(rest.len())]].concat()
+    }
 }
 
 #[cfg(test)]
